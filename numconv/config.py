@@ -1,0 +1,31 @@
+"""Every tunable of numconv in one place: tile sizes, buffer budgets, tolerances.
+
+Kernels read these values through their launchers; no kernel holds a magic number of its own.
+Changing a value here changes speed, never results: tiles and partitions depend only on array
+shapes and these constants, never on the thread count, which keeps results bit-identical.
+"""
+
+# CPU convolution: columns (output pixels, batch-major) are processed in tiles of this many columns,
+# each tile's im2col block living in a thread-local buffer of about TILE_BYTES.
+CPU_TILE_BYTES = 256 * 1024
+CPU_TILE_MIN_COLS = 64
+CPU_TILE_MAX_COLS = 4096
+
+# Weight gradients are summed over fixed segments of columns (partial sums reduced in a fixed
+# order). A segment holds this many tiles.
+CPU_WGRAD_TILES_PER_SEGMENT = 8
+
+# CUDA launch configuration (used by the GPU backend).
+CUDA_THREADS_PER_BLOCK = 128
+CUDA_TILE = 16
+
+# Tolerances, defined once.
+RTOL = {"float32": 1e-4, "float64": 1e-10}
+ATOL = {"float32": 1e-5, "float64": 1e-12}
+GRADCHECK_EPS = 1e-6
+GRADCHECK_ATOL = 1e-6
+GRADCHECK_RTOL = 1e-5
+
+# Split work into at least this many parallel tasks where the batch alone gives fewer (a batch of
+# one still uses every core). A shape-only rule, so results do not depend on the thread count.
+CPU_MIN_TASKS = 8

@@ -1,0 +1,286 @@
+"""CPU convolution kernels: im2col on tiles, a matrix product per tile, gathered gradients.
+
+The output pixels of a whole batch are numbered j = n * P + p (P = OH * OW) and cut into tiles of
+`tn` consecutive columns. For a tile, im2col writes the receptive field of each of its pixels as a
+column of `col` (rows r = (c, m, k) in the weight's order), and the tile's outputs are one matrix
+product W_g (Og, Cg*KH*KW) @ col (Cg*KH*KW, tn). Tiles are independent, so they run in parallel with
+no shared writes; tile sizes depend only on shapes (numconv.config), never on the thread count.
+
+- forward: y = W @ col per tile, scattered back to (N, O, OH, OW) with the bias added.
+- weight gradient: dW = sum over tiles of dY_tile @ col_tile^T. Tiles are grouped into fixed segments
+  whose partial sums are reduced in a fixed order: no atomics, the same bits every run.
+- input gradient: dcol = W^T @ dY for a block of output rows, then each input pixel *gathers* the
+  dcol entries that read it (col2im as a gather), so no two tasks write the same dx element.
+
+Shapes: x (N, C, H, W), w (O, Cg, KH, KW), y and dy (N, O, OH, OW). Arguments: outputs first, then
+(sh, sw) stride, (pt, pl) top/left padding, (dh, dw) dilation, groups.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from numconv import config
+from numconv.kernels.cpu._blas import single_threaded_blas
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces (serial; called from inside parallel loops)
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _valid_range(start, step, size, count):
+    """Indices q in [0, count) with 0 <= start + q*step < size, as a half-open range [a, b)."""
+    a = 0
+    if start < 0:
+        a = (-start + step - 1) // step
+    b = count
+    last = start + (count - 1) * step
+    if last >= size:
+        b = (size - 1 - start) // step + 1 if size - 1 >= start else 0
+    if b < a:
+        b = a
+    return a, b
+
+
+@njit(cache=True)
+def _im2col_tile(col, x, c0, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0):
+    """col[r, q] = x[n, c0 + c, ih, iw] for column j0 + q, r = (c, m, k); 0 in the padding."""
+    R, m_cols = col.shape
+    H, W = x.shape[2], x.shape[3]
+    for r in range(R):
+        c = r // (KH * KW)
+        m = (r // KW) % KH
+        k = r % KW
+        q = 0
+        while q < m_cols:
+            j = j0 + q
+            n = j // P
+            p = j - n * P
+            oh = p // OW
+            ow0 = p - oh * OW
+            run = min(OW - ow0, m_cols - q)
+            ih = oh * sh - pt + m * dh
+            if ih < 0 or ih >= H:
+                for t in range(run):
+                    col[r, q + t] = 0
+            else:
+                start = ow0 * sw - pl + k * dw
+                a, b = _valid_range(start, sw, W, run)
+                for t in range(a):
+                    col[r, q + t] = 0
+                for t in range(a, b):
+                    col[r, q + t] = x[n, c0 + c, ih, start + t * sw]
+                for t in range(b, run):
+                    col[r, q + t] = 0
+            q += run
+
+
+@njit(cache=True)
+def _gather_tile(buf, src, o0, P, j0):
+    """buf[o, q] = src[n, o0 + o, p] for column j0 + q: a (N, O, P) tile as a contiguous matrix."""
+    Og, m_cols = buf.shape
+    q = 0
+    while q < m_cols:
+        j = j0 + q
+        n = j // P
+        p = j - n * P
+        run = min(P - p, m_cols - q)
+        for o in range(Og):
+            buf[o, q:q + run] = src[n, o0 + o, p:p + run]
+        q += run
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel bodies
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _forward_tiles(y3, x, w3, b, has_bias, KH, KW, sh, sw, pt, pl, dh, dw, OW, tn):
+    N, O, P = y3.shape
+    G, Og, R = w3.shape
+    Cg = R // (KH * KW)
+    ncols = N * P
+    ntiles = (ncols + tn - 1) // tn
+    for t in prange(ntiles * G):
+        g = t % G
+        j0 = (t // G) * tn
+        m_cols = min(ncols, j0 + tn) - j0
+        col = np.empty((R, m_cols), dtype=x.dtype)
+        _im2col_tile(col, x, g * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0)
+        out = np.dot(w3[g], col)
+        q = 0
+        while q < m_cols:
+            j = j0 + q
+            n = j // P
+            p = j - n * P
+            run = min(P - p, m_cols - q)
+            for o in range(Og):
+                bias = b[g * Og + o] if has_bias else 0
+                for s in range(run):
+                    y3[n, g * Og + o, p + s] = out[o, q + s] + bias
+            q += run
+
+
+@njit(parallel=True, cache=True)
+def _weight_partials(part, dy3, x, KH, KW, sh, sw, pt, pl, dh, dw, OW, tn, tiles_per_seg):
+    """part[s, g] = sum over the tiles of segment s of dY_tile @ col_tile^T, in tile order."""
+    S, G, Og, R = part.shape
+    N, O, P = dy3.shape
+    Cg = R // (KH * KW)
+    ncols = N * P
+    ntiles = (ncols + tn - 1) // tn
+    for t in prange(S * G):
+        g = t % G
+        s = t // G
+        acc = np.zeros((Og, R), dtype=part.dtype)
+        for tile in range(s * tiles_per_seg, min(ntiles, (s + 1) * tiles_per_seg)):
+            j0 = tile * tn
+            m_cols = min(ncols, j0 + tn) - j0
+            col = np.empty((m_cols, R), dtype=x.dtype)
+            colT = col.T  # im2col writes (R, m) through a transposed view of an (m, R) buffer
+            _im2col_tile(colT, x, g * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0)
+            dyt = np.empty((Og, m_cols), dtype=dy3.dtype)
+            _gather_tile(dyt, dy3, g * Og, P, j0)
+            acc += np.dot(dyt, col)
+        part[s, g] = acc
+
+
+@njit(parallel=True, cache=True)
+def _reduce_partials(dw2, part):
+    """dw2[g*Og + o, r] = sum over s of part[s, g, o, r], s in increasing order."""
+    S, G, Og, R = part.shape
+    for t in prange(G * Og):
+        g = t // Og
+        o = t % Og
+        for r in range(R):
+            acc = part[0, g, o, r]
+            for s in range(1, S):
+                acc += part[s, g, o, r]
+            dw2[t, r] = acc
+
+
+@njit(parallel=True, cache=True)
+def _input_blocks(dx, dy3, wT3, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, rows_per_block):
+    """Each task owns rows [ih0, ih1) of one image and group of dx; it computes the dcol entries of
+    the output rows that read those input rows, then every dx element gathers its own terms."""
+    N, C, H, W = dx.shape
+    G, R, Og = wT3.shape
+    Cg = C // G
+    nblocks = (H + rows_per_block - 1) // rows_per_block
+    for t in prange(N * G * nblocks):
+        blk = t % nblocks
+        g = (t // nblocks) % G
+        n = t // (nblocks * G)
+        ih0 = blk * rows_per_block
+        ih1 = min(H, ih0 + rows_per_block)
+        # Output rows i with i*sh - pt + m*dh in [ih0, ih1) for some m.
+        lo = ih0 + pt - (KH - 1) * dh
+        oh_lo = max(0, (lo + sh - 1) // sh) if lo > 0 else 0
+        oh_hi = min(OH, (ih1 - 1 + pt) // sh + 1)
+        if oh_hi <= oh_lo:
+            for c in range(Cg):
+                for ih in range(ih0, ih1):
+                    for iw in range(W):
+                        dx[n, g * Cg + c, ih, iw] = 0
+            continue
+        m_cols = (oh_hi - oh_lo) * OW
+        dyt = np.empty((Og, m_cols), dtype=dy3.dtype)
+        for o in range(Og):
+            dyt[o, :] = dy3[n, g * Og + o, oh_lo * OW:oh_hi * OW]
+        dcol = np.dot(wT3[g], dyt)
+        for c in range(Cg):
+            for ih in range(ih0, ih1):
+                for iw in range(W):
+                    acc = 0.0
+                    for m in range(KH):
+                        ti = ih + pt - m * dh
+                        if ti < 0 or ti % sh != 0:
+                            continue
+                        i = ti // sh
+                        if i < oh_lo or i >= oh_hi:
+                            continue
+                        for k in range(KW):
+                            tj = iw + pl - k * dw
+                            if tj < 0 or tj % sw != 0:
+                                continue
+                            j = tj // sw
+                            if j < OW:
+                                acc += dcol[(c * KH + m) * KW + k, (i - oh_lo) * OW + j]
+                    dx[n, g * Cg + c, ih, iw] = acc
+
+
+@njit(parallel=True, cache=True)
+def _bias_grad(db, dy3):
+    N, O, P = dy3.shape
+    for o in prange(O):
+        acc = 0.0
+        for n in range(N):
+            for p in range(P):
+                acc += dy3[n, o, p]
+        db[o] = acc
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers: same names and argument order as the reference
+# ----------------------------------------------------------------------------------------------
+
+
+def _tile_cols(R, itemsize):
+    tn = config.CPU_TILE_BYTES // max(1, R * itemsize)
+    return int(min(config.CPU_TILE_MAX_COLS, max(config.CPU_TILE_MIN_COLS, tn)))
+
+
+def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
+    """y (N, O, OH, OW) = correlation of x (N, C, H, W) with w (O, C/groups, KH, KW), plus b (O,)."""
+    N, O, OH, OW = y.shape
+    _, Cg, KH, KW = w.shape
+    w3 = w.reshape(groups, O // groups, Cg * KH * KW)
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(1, dtype=x.dtype)
+    tn = _tile_cols(Cg * KH * KW, x.itemsize)
+    with single_threaded_blas():
+        _forward_tiles(y.reshape(N, O, OH * OW), x, w3, bias, has_bias, KH, KW, sh, sw, pt, pl,
+                       dh, dw, OW, tn)
+
+
+def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
+    """dwt (O, C/groups, KH, KW) = correlation of x with dy, summed over the batch."""
+    O, Cg, KH, KW = dwt.shape
+    N, _, OH, OW = dy.shape
+    R = Cg * KH * KW
+    tn = _tile_cols(R, x.itemsize)
+    ntiles = -(-N * OH * OW // tn)
+    per_seg = config.CPU_WGRAD_TILES_PER_SEGMENT
+    nseg = -(-ntiles // per_seg)
+    part = np.empty((nseg, groups, O // groups, R), dtype=dwt.dtype)
+    with single_threaded_blas():
+        _weight_partials(part, dy.reshape(N, O, OH * OW), x, KH, KW, sh, sw, pt, pl, dh, dw, OW,
+                         tn, per_seg)
+    _reduce_partials(dwt.reshape(O, R), part)
+
+
+def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
+    """dx (N, C, H, W) = the gradient of the loss with respect to x, given dy (N, O, OH, OW)."""
+    N, C, H, W = dx.shape
+    O, Cg, KH, KW = w.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    R = Cg * KH * KW
+    wT3 = np.ascontiguousarray(w.reshape(groups, O // groups, R).transpose(0, 2, 1))
+    # Enough row blocks that a small batch still spreads over the cores, but blocks tall enough
+    # that the output rows shared by neighbouring blocks (the halo) stay a small fraction.
+    tasks = N * groups
+    halo = max(1, (KH - 1) * dh)
+    want = -(-config.CPU_MIN_TASKS // tasks) if tasks < config.CPU_MIN_TASKS else 1
+    rows = max(-(-H // want), 4 * halo, 1)
+    rows = min(rows, H)
+    with single_threaded_blas():
+        _input_blocks(dx, dy.reshape(N, O, OH * OW), wT3, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW,
+                      rows)
+
+
+def conv2d_backward_bias(db, dy):
+    """db (O,) = dy summed over batch and positions."""
+    N, O, OH, OW = dy.shape
+    _bias_grad(db, dy.reshape(N, O, OH * OW))

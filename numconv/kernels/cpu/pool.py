@@ -1,0 +1,239 @@
+"""CPU pooling kernels: max, average, Lp-norm and global pooling, with gathered gradients.
+
+Forward kernels run one task per output row; backward kernels one task per input row, each input
+pixel gathering the gradient of the windows that contain it (no two tasks write the same element).
+A window (i, j) covers rows i*sh - pt .. i*sh - pt + kh - 1 and the same for columns.
+
+Shapes: x and dx (N, C, H, W); y, dy and idx (N, C, OH, OW). idx holds the flat index ih * W + iw of
+each max window's winner (the first in row-major order on ties).
+"""
+import numpy as np
+from numba import njit, prange
+
+_GLOBAL_KINDS = {"max": 0, "avg": 1, "sum": 2}
+
+
+@njit(cache=True, inline="always")
+def _windows_containing(pos, pad, k, s, n_out):
+    """Output indices [lo, hi) whose window, of size k and stride s, covers input index pos."""
+    t = pos + pad - k + 1
+    lo = 0 if t <= 0 else (t + s - 1) // s
+    hi = min(n_out, (pos + pad) // s + 1)
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _avg_divisor(i, j, kh, kw, sh, sw, pt, pl, H, W, Hp, Wp, include_pad):
+    h0 = i * sh - pt
+    w0 = j * sw - pl
+    if include_pad:
+        rows = min(h0 + kh, Hp - pt) - max(h0, -pt)
+        cols = min(w0 + kw, Wp - pl) - max(w0, -pl)
+    else:
+        rows = min(h0 + kh, H) - max(h0, 0)
+        cols = min(w0 + kw, W) - max(w0, 0)
+    return rows * cols
+
+
+@njit(parallel=True, cache=True)
+def _max_forward(y, idx, x, kh, kw, sh, sw, pt, pl):
+    N, C, OH, OW = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for t in prange(N * C * OH):
+        i = t % OH
+        c = (t // OH) % C
+        n = t // (OH * C)
+        h0 = i * sh - pt
+        for j in range(OW):
+            w0 = j * sw - pl
+            best = -np.inf
+            arg = -1
+            for m in range(max(0, -h0), min(kh, H - h0)):
+                for k in range(max(0, -w0), min(kw, W - w0)):
+                    v = x[n, c, h0 + m, w0 + k]
+                    if arg < 0 or v > best:
+                        best = v
+                        arg = (h0 + m) * W + w0 + k
+            y[n, c, i, j] = best
+            idx[n, c, i, j] = arg
+
+
+@njit(parallel=True, cache=True)
+def _max_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl):
+    N, C, H, W = dx.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    for t in prange(N * C * H):
+        ih = t % H
+        c = (t // H) % C
+        n = t // (H * C)
+        ilo, ihi = _windows_containing(ih, pt, kh, sh, OH)
+        for iw in range(W):
+            jlo, jhi = _windows_containing(iw, pl, kw, sw, OW)
+            me = ih * W + iw
+            acc = 0.0
+            for i in range(ilo, ihi):
+                for j in range(jlo, jhi):
+                    if idx[n, c, i, j] == me:
+                        acc += dy[n, c, i, j]
+            dx[n, c, ih, iw] = acc
+
+
+@njit(parallel=True, cache=True)
+def _avg_forward(y, x, kh, kw, sh, sw, pt, pl, pb, pr, include_pad):
+    N, C, OH, OW = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for t in prange(N * C * OH):
+        i = t % OH
+        c = (t // OH) % C
+        n = t // (OH * C)
+        h0 = i * sh - pt
+        for j in range(OW):
+            w0 = j * sw - pl
+            s = 0.0
+            for m in range(max(0, -h0), min(kh, H - h0)):
+                for k in range(max(0, -w0), min(kw, W - w0)):
+                    s += x[n, c, h0 + m, w0 + k]
+            d = _avg_divisor(i, j, kh, kw, sh, sw, pt, pl, H, W, pt + H + pb, pl + W + pr,
+                             include_pad)
+            y[n, c, i, j] = s / d
+
+
+@njit(parallel=True, cache=True)
+def _avg_backward(dx, dy, kh, kw, sh, sw, pt, pl, pb, pr, include_pad):
+    N, C, H, W = dx.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    for t in prange(N * C * H):
+        ih = t % H
+        c = (t // H) % C
+        n = t // (H * C)
+        ilo, ihi = _windows_containing(ih, pt, kh, sh, OH)
+        for iw in range(W):
+            jlo, jhi = _windows_containing(iw, pl, kw, sw, OW)
+            acc = 0.0
+            for i in range(ilo, ihi):
+                for j in range(jlo, jhi):
+                    d = _avg_divisor(i, j, kh, kw, sh, sw, pt, pl, H, W, pt + H + pb, pl + W + pr,
+                                     include_pad)
+                    acc += dy[n, c, i, j] / d
+            dx[n, c, ih, iw] = acc
+
+
+@njit(parallel=True, cache=True)
+def _lp_forward(y, x, p, kh, kw, sh, sw, pt, pl):
+    N, C, OH, OW = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for t in prange(N * C * OH):
+        i = t % OH
+        c = (t // OH) % C
+        n = t // (OH * C)
+        h0 = i * sh - pt
+        for j in range(OW):
+            w0 = j * sw - pl
+            s = 0.0
+            for m in range(max(0, -h0), min(kh, H - h0)):
+                for k in range(max(0, -w0), min(kw, W - w0)):
+                    s += abs(x[n, c, h0 + m, w0 + k]) ** p
+            y[n, c, i, j] = s ** (1.0 / p)
+
+
+@njit(parallel=True, cache=True)
+def _lp_backward(dx, dy, x, y, p, kh, kw, sh, sw, pt, pl):
+    N, C, H, W = dx.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    for t in prange(N * C * H):
+        ih = t % H
+        c = (t // H) % C
+        n = t // (H * C)
+        ilo, ihi = _windows_containing(ih, pt, kh, sh, OH)
+        for iw in range(W):
+            jlo, jhi = _windows_containing(iw, pl, kw, sw, OW)
+            v = x[n, c, ih, iw]
+            acc = 0.0
+            if v != 0:
+                for i in range(ilo, ihi):
+                    for j in range(jlo, jhi):
+                        yy = y[n, c, i, j]
+                        if yy != 0:
+                            acc += dy[n, c, i, j] / yy ** (p - 1)
+                acc *= np.sign(v) * abs(v) ** (p - 1)
+            dx[n, c, ih, iw] = acc
+
+
+@njit(parallel=True, cache=True)
+def _global_forward(y, idx, x, kind):
+    N, C, H, W = x.shape
+    for t in prange(N * C):
+        c = t % C
+        n = t // C
+        if kind == 0:
+            best = x[n, c, 0, 0]
+            arg = 0
+            for ih in range(H):
+                for iw in range(W):
+                    if x[n, c, ih, iw] > best:
+                        best = x[n, c, ih, iw]
+                        arg = ih * W + iw
+            y[n, c] = best
+            idx[n, c] = arg
+        else:
+            s = 0.0
+            for ih in range(H):
+                for iw in range(W):
+                    s += x[n, c, ih, iw]
+            y[n, c] = s / (H * W) if kind == 1 else s
+
+
+@njit(parallel=True, cache=True)
+def _global_backward(dx, dy, idx, kind):
+    N, C, H, W = dx.shape
+    for t in prange(N * C):
+        c = t % C
+        n = t // C
+        if kind == 0:
+            for ih in range(H):
+                for iw in range(W):
+                    dx[n, c, ih, iw] = 0
+            a = idx[n, c]
+            dx[n, c, a // W, a % W] = dy[n, c]
+        else:
+            v = dy[n, c] / (H * W) if kind == 1 else dy[n, c]
+            for ih in range(H):
+                for iw in range(W):
+                    dx[n, c, ih, iw] = v
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers: same names and argument order as the reference
+# ----------------------------------------------------------------------------------------------
+
+
+def maxpool2d_forward(y, idx, x, kh, kw, sh, sw, pt, pl):
+    _max_forward(y, idx, x, kh, kw, sh, sw, pt, pl)
+
+
+def maxpool2d_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl):
+    _max_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl)
+
+
+def avgpool2d_forward(y, x, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
+    _avg_forward(y, x, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad))
+
+
+def avgpool2d_backward(dx, dy, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
+    _avg_backward(dx, dy, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad))
+
+
+def lppool2d_forward(y, x, p, kh, kw, sh, sw, pt, pl):
+    _lp_forward(y, x, float(p), kh, kw, sh, sw, pt, pl)
+
+
+def lppool2d_backward(dx, dy, x, y, p, kh, kw, sh, sw, pt, pl):
+    _lp_backward(dx, dy, x, y, float(p), kh, kw, sh, sw, pt, pl)
+
+
+def global_pool2d_forward(y, idx, x, kind):
+    _global_forward(y, idx, x, _GLOBAL_KINDS[kind])
+
+
+def global_pool2d_backward(dx, dy, idx, kind):
+    _global_backward(dx, dy, idx, _GLOBAL_KINDS[kind])
