@@ -13,6 +13,11 @@ def kernels_for(device):
     if device == "cuda":
         try:
             return importlib.import_module("numconv.kernels.cuda")
-        except ImportError as exc:
-            raise RuntimeError(f"device 'cuda' is not available: {exc}; use device='cpu'") from None
+        except ModuleNotFoundError as exc:
+            if exc.name == "numconv.kernels.cuda":
+                reason = "this build of numconv has no CUDA kernels yet"
+            else:
+                reason = f"{exc.name} is not installed (pip install 'numconv[cuda]')"
+            raise RuntimeError(f"device 'cuda' is not available: {reason}; use device='cpu'") \
+                from None
     raise ValueError(f"device {device!r} is unknown; use one of {', '.join(DEVICES)}")

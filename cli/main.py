@@ -1,0 +1,35 @@
+"""The `numconv` command group. Subcommands are imported only when run, so `numconv --help` and
+each command start without loading the others' heavy dependencies."""
+import importlib
+
+import click
+
+COMMANDS = {
+    "gradcheck": ("cli.gradcheck", "gradcheck", "Check analytic gradients against finite differences."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="numconv")
+def main():
+    """numconv: convolution, pooling and CNNs as readable Numba kernels."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Gradient checking: analytic gradients against central finite differences, kernels against the
+reference, and run-twice determinism, over a sweep of configurations of every op.
+
+Each `Case` is one op with one configuration and float64 inputs. `check_case` runs three checks:
+
+- **gradient** of each differentiable input: the full Jacobian, column by column from central
+  differences (f(x + eps e_i) - f(x - eps e_i)) / 2 eps, against row by row from the backward pass
+  (one backward call per unit output vector); or, with `fast=True`, random projections v^T J u.
+- **reference**: the device's forward and gradients against the plain-NumPy reference kernels.
+- **determinism**: two runs give bit-identical outputs and gradients.
+
+Kinks: max pooling's inputs are drawn as distinct values at least 1e-2 apart (a perturbation of eps
+never changes a window's winner), and Lp pooling's away from 0 where |x| has its kink, as Caffe's
+checker does by moving the probe away from non-differentiable points.
+
+Nothing here prints; `numconv gradcheck` renders the returned `CheckResult`s.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from numconv import config
+from numconv import ops
+
+
+@dataclass
+class Case:
+    op: str
+    label: str                      # the configuration, human-readable
+    inputs: dict                    # name -> float64 array
+    grad_inputs: tuple              # names of the inputs that receive gradients
+    forward: Callable               # (inputs, device) -> y
+    backward: Callable              # (dy, inputs, device) -> {name: gradient}
+
+
+@dataclass
+class CheckResult:
+    op: str
+    label: str
+    check: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class Tolerances:
+    eps: float = config.GRADCHECK_EPS
+    atol: float = config.GRADCHECK_ATOL
+    rtol: float = config.GRADCHECK_RTOL
+
+
+def _errors(a, b, atol, rtol):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return math.inf, math.inf, False
+    diff = np.abs(a - b)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    rel = np.where(scale > atol, diff / np.where(scale > 0, scale, 1), 0.0)
+    ok = bool(np.all(diff <= atol + rtol * np.abs(b)))
+    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), ok
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks
+# ----------------------------------------------------------------------------------------------
+
+def _numeric_jacobian(case, name, device, eps):
+    x = case.inputs[name]
+    y0 = case.forward(case.inputs, device)
+    jac = np.empty((y0.size, x.size))
+    flat = x.reshape(-1)
+    for i in range(x.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        yp = case.forward(case.inputs, device).reshape(-1)
+        flat[i] = keep - eps
+        ym = case.forward(case.inputs, device).reshape(-1)
+        flat[i] = keep
+        jac[:, i] = (yp - ym) / (2 * eps)
+    return jac
+
+
+def _analytic_jacobian(case, names, device):
+    y0 = case.forward(case.inputs, device)
+    jacs = {n: np.empty((y0.size, case.inputs[n].size)) for n in names}
+    dy = np.zeros(y0.size)
+    for j in range(y0.size):
+        dy[j] = 1.0
+        grads = case.backward(dy.reshape(y0.shape), case.inputs, device)
+        dy[j] = 0.0
+        for n in names:
+            jacs[n][j] = grads[n].reshape(-1)
+    return jacs
+
+
+def _projection_check(case, name, device, tol, rng, n_proj):
+    """v^T J u by central differences along u, against <backward(v), u>."""
+    x = case.inputs[name]
+    y0 = case.forward(case.inputs, device)
+    numeric, analytic = [], []
+    for _ in range(n_proj):
+        u = rng.standard_normal(x.shape)
+        v = rng.standard_normal(y0.shape)
+        keep = x.copy()
+        x += tol.eps * u
+        yp = case.forward(case.inputs, device)
+        x[...] = keep - tol.eps * u
+        ym = case.forward(case.inputs, device)
+        x[...] = keep
+        numeric.append(float(np.sum(v * (yp - ym)) / (2 * tol.eps)))
+        analytic.append(float(np.sum(case.backward(v, case.inputs, device)[name] * u)))
+    return np.array(analytic), np.array(numeric)
+
+
+def check_case(case, device="cpu", tol=None, fast=False, seed=0, n_proj=4):
+    """Run every check on one case; returns a list of CheckResult."""
+    tol = tol or Tolerances()
+    rng = np.random.default_rng(seed)
+    results = []
+    y = case.forward(case.inputs, device)
+    dy = rng.standard_normal(y.shape)
+
+    if fast:
+        for name in case.grad_inputs:
+            a, n = _projection_check(case, name, device, tol, rng, n_proj)
+            results.append(CheckResult(case.op, case.label, f"grad {name} (vᵀJu)",
+                                       *_errors(a, n, tol.atol, tol.rtol)))
+    else:
+        analytic = _analytic_jacobian(case, case.grad_inputs, device)
+        for name in case.grad_inputs:
+            numeric = _numeric_jacobian(case, name, device, tol.eps)
+            results.append(CheckResult(case.op, case.label, f"grad {name} (Jacobian)",
+                                       *_errors(analytic[name], numeric, tol.atol, tol.rtol)))
+
+    # Kernel against the reference: forward and every gradient, same inputs.
+    ref_y = case.forward(case.inputs, "reference")
+    grads = case.backward(dy, case.inputs, device)
+    ref_grads = case.backward(dy, case.inputs, "reference")
+    worst = [_errors(y, ref_y, 1e-12, 1e-10)]
+    worst += [_errors(grads[n], ref_grads[n], 1e-12, 1e-10) for n in case.grad_inputs]
+    results.append(CheckResult(case.op, case.label, "vs reference",
+                               max(w[0] for w in worst), max(w[1] for w in worst),
+                               all(w[2] for w in worst)))
+
+    # Determinism: a second run must give the very same bits.
+    y2 = case.forward(case.inputs, device)
+    grads2 = case.backward(dy, case.inputs, device)
+    same = np.array_equal(y, y2) and all(np.array_equal(grads[n], grads2[n])
+                                         for n in case.grad_inputs)
+    results.append(CheckResult(case.op, case.label, "determinism", 0.0 if same else math.inf,
+                               0.0 if same else math.inf, same))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# The sweep
+# ----------------------------------------------------------------------------------------------
+
+def _conv_cases(nd, rng):
+    fwd = ops.conv1d if nd == 1 else ops.conv2d
+    conv_fwd = ops.convolve1d if nd == 1 else ops.convolve2d
+    bwd_x = ops.conv1d_backward_input if nd == 1 else ops.conv2d_backward_input
+    bwd_w = ops.conv1d_backward_weight if nd == 1 else ops.conv2d_backward_weight
+    bwd_b = ops.conv1d_backward_bias if nd == 1 else ops.conv2d_backward_bias
+    configs = [
+        dict(C=2, O=3, k=3, stride=1, padding=0, dilation=1, groups=1),
+        dict(C=2, O=3, k=3, stride=2, padding=1, dilation=1, groups=1),
+        dict(C=2, O=2, k=2, stride=3, padding=0, dilation=1, groups=1),   # stride > kernel
+        dict(C=2, O=3, k=3, stride=1, padding="same", dilation=1, groups=1),
+        dict(C=2, O=3, k=2, stride=2, padding="same", dilation=1, groups=1),
+        dict(C=1, O=2, k=3, stride=1, padding="full", dilation=1, groups=1),
+        dict(C=2, O=2, k=3, stride=1, padding="valid", dilation=2, groups=1),
+        dict(C=4, O=4, k=3, stride=1, padding=1, dilation=1, groups=2),
+        dict(C=3, O=6, k=3, stride=1, padding=1, dilation=1, groups=3),   # depthwise
+        dict(C=2, O=2, k=3, stride=2, padding=((1, 0),) * nd if nd == 1 else ((1, 0), (0, 2)),
+             dilation=1, groups=1),                                       # asymmetric
+    ]
+    cases = []
+    for flip in (False, True):
+        for cfg in configs:
+            N, C, O, k = 2, cfg["C"], cfg["O"], cfg["k"]
+            spatial = (7,) if nd == 1 else (6, 5)
+            x = rng.standard_normal((N, C) + spatial)
+            w = rng.standard_normal((O, C // cfg["groups"]) + (k,) * nd)
+            b = rng.standard_normal(O)
+            opts = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                        groups=cfg["groups"])
+            kernel = (k,) * nd
+
+            def forward(inp, device, opts=opts, f=conv_fwd if flip else fwd):
+                return f(inp["x"], inp["w"], inp["b"], device=device, **opts)
+
+            def backward(dy, inp, device, opts=opts, kernel=kernel, flip=flip):
+                return {"x": bwd_x(dy, inp["w"], inp["x"].shape, flip=flip, device=device, **opts),
+                        "w": bwd_w(dy, inp["x"], kernel, flip=flip, device=device, **opts),
+                        "b": bwd_b(dy, device=device)}
+
+            label = (f"{'convolve' if flip else 'correlate'} C={C} O={O} k={k} "
+                     f"s={cfg['stride']} p={cfg['padding']} d={cfg['dilation']} g={cfg['groups']}")
+            cases.append(Case(f"conv{nd}d", label, {"x": x, "w": w, "b": b}, ("x", "w", "b"),
+                              forward, backward))
+    return cases
+
+
+def _distinct(rng, shape, spacing=1e-2):
+    """Values that differ pairwise by at least `spacing`: no ties for max pooling to trip on."""
+    n = int(np.prod(shape))
+    vals = (rng.permutation(n) - n / 2) * spacing
+    return vals.reshape(shape).astype(np.float64)
+
+
+def _pool_windows(nd):
+    ks = [2, 3, 3, 2, 3]
+    ss = [None, 1, 2, 3, 2]
+    ps = [0, 1, 1, 0, 1]
+    cms = [False, False, True, True, False]
+    for k, s, p, cm in zip(ks, ss, ps, cms):
+        yield dict(kernel_size=k if nd == 1 else (k, max(1, k - 1) if k == 3 else k),
+                   stride=s, padding=p, ceil_mode=cm)
+
+
+def _pool_cases(nd, rng):
+    spatial = (9,) if nd == 1 else (7, 6)
+    shape = (2, 2) + spatial
+    cases = []
+    mx = ops.max_pool1d if nd == 1 else ops.max_pool2d
+    mx_b = ops.max_pool1d_backward if nd == 1 else ops.max_pool2d_backward
+    av = ops.avg_pool1d if nd == 1 else ops.avg_pool2d
+    av_b = ops.avg_pool1d_backward if nd == 1 else ops.avg_pool2d_backward
+    lp = ops.lp_pool1d if nd == 1 else ops.lp_pool2d
+    lp_b = ops.lp_pool1d_backward if nd == 1 else ops.lp_pool2d_backward
+    for win in _pool_windows(nd):
+        label = ", ".join(f"{k}={v}" for k, v in win.items())
+
+        def f_max(inp, device, win=win):
+            return mx(inp["x"], device=device, **win)
+
+        def b_max(dy, inp, device, win=win):
+            _, idx = mx(inp["x"], return_indices=True, device=device, **win)
+            return {"x": mx_b(dy, idx, inp["x"].shape, device=device, **win)}
+
+        cases.append(Case(f"max_pool{nd}d", label, {"x": _distinct(rng, shape)}, ("x",),
+                          f_max, b_max))
+        for cip in (True, False):
+            def f_avg(inp, device, win=win, cip=cip):
+                return av(inp["x"], count_include_pad=cip, device=device, **win)
+
+            def b_avg(dy, inp, device, win=win, cip=cip):
+                return {"x": av_b(dy, inp["x"].shape, count_include_pad=cip, device=device, **win)}
+
+            cases.append(Case(f"avg_pool{nd}d", f"{label}, count_include_pad={cip}",
+                              {"x": rng.standard_normal(shape)}, ("x",), f_avg, b_avg))
+        for p in (1.0, 2.0, 3.0):
+            def f_lp(inp, device, win=win, p=p):
+                return lp(inp["x"], p, device=device, **win)
+
+            def b_lp(dy, inp, device, win=win, p=p):
+                y = lp(inp["x"], p, device=device, **win)
+                return {"x": lp_b(dy, inp["x"], y, p, device=device, **win)}
+
+            x = rng.uniform(0.2, 1.0, shape) * rng.choice([-1.0, 1.0], shape)
+            cases.append(Case(f"lp_pool{nd}d", f"p={p:g}, {label}", {"x": x}, ("x",), f_lp, b_lp))
+    return cases
+
+
+def _global_cases(rng):
+    cases = []
+    for shape in ((2, 3, 7), (2, 3, 4, 5)):
+        for kind in ops.GLOBAL_KINDS:
+            def forward(inp, device, kind=kind):
+                return ops.global_pool(inp["x"], kind, device=device)
+
+            def backward(dy, inp, device, kind=kind):
+                _, idx = ops.global_pool(inp["x"], kind, return_indices=True, device=device)
+                return {"x": ops.global_pool_backward(dy, idx, inp["x"].shape, kind,
+                                                      device=device)}
+
+            x = _distinct(rng, shape) if kind == "max" else rng.standard_normal(shape)
+            cases.append(Case("global_pool", f"{kind}, input {shape}", {"x": x}, ("x",),
+                              forward, backward))
+    return cases
+
+
+OPS = ("conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "lp_pool1d",
+       "lp_pool2d", "global_pool")
+
+
+def sweep(op=None, seed=0):
+    """Every Case of the sweep, or only those of `op` (one of OPS). Each op draws from its own
+    seeded generator, so `--op NAME` checks exactly the cases the full sweep checks for NAME."""
+    if op is not None and op not in OPS:
+        raise ValueError(f"op {op!r} is unknown; use one of {', '.join(OPS)}")
+    cases = []
+    for name in [op] if op else OPS:
+        rng = np.random.default_rng([seed, OPS.index(name)])
+        if name.startswith("conv"):
+            cases += _conv_cases(int(name[4]), rng)
+        elif name == "global_pool":
+            cases += _global_cases(rng)
+        else:
+            cases += [c for c in _pool_cases(int(name[-2]), rng) if c.op == name]
+    return cases
+
+
+def run(op=None, device="cpu", seed=0, tol=None, fast=False, on_result=None):
+    """Check every case of the sweep; `on_result(result)` is called as each result arrives."""
+    results = []
+    for i, case in enumerate(sweep(op, seed)):
+        for r in check_case(case, device=device, tol=tol, fast=fast, seed=seed + i):
+            results.append(r)
+            if on_result:
+                on_result(r)
+    return results
