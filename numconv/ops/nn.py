@@ -1,0 +1,182 @@
+"""The rest of a training step besides convolution and pooling, forward and backward: activations,
+fully-connected layers, batch norm, local response norm, dropout and softmax cross-entropy.
+
+On the CPU these are NumPy expressions (elementwise work that NumPy already does well) plus a Numba
+kernel for the counter-based dropout generator, whose masks are a pure function of (seed, step,
+element index) so that every device draws the same ones. Shapes are given in each docstring; the
+layers in `numconv.nn` call these, never NumPy directly, so that another device can replace them.
+"""
+import numpy as np
+from numba import njit, prange
+
+# ------------------------------------------------------------------------------------ activations
+
+LECUN_A, LECUN_S = 1.7159, 2.0 / 3.0   # LeCun et al. 1998, appendix A: f(a) = A tanh(S a)
+
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, y):
+    """dx = dy where the unit was active (y > 0); the kink at 0 takes the zero side."""
+    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+def tanh_forward(x, scale=1.0, slope=1.0):
+    return (scale * np.tanh(slope * x)).astype(x.dtype, copy=False)
+
+
+def tanh_backward(dy, y, scale=1.0, slope=1.0):
+    """d/da [A tanh(S a)] = S (A - y^2 / A)."""
+    return (dy * (slope * (scale - y * y / scale))).astype(dy.dtype, copy=False)
+
+
+def sigmoid_forward(x):
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(x.dtype, copy=False)  # stable for any |x|
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def hardtanh_forward(x):
+    return np.clip(x, -1, 1)
+
+
+def hardtanh_backward(dy, x):
+    return np.where((x > -1) & (x < 1), dy, 0).astype(dy.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------- linear
+
+def linear_forward(x, w, b):
+    """x (N, I), w (O, I) (PyTorch's layout), b (O,) or None -> y (N, O)."""
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward(dy, x, w, need_input=True):
+    """-> dx (N, I) or None, dw (O, I), db (O,)."""
+    dx = dy @ w if need_input else None
+    return dx, dy.T @ x, dy.sum(axis=0)
+
+
+# ------------------------------------------------------------------------------------ batch norm
+
+def batchnorm_forward(x, gamma, beta, mean, var, eps):
+    """Normalise x (N, C, ...) per channel with the given statistics, then scale and shift.
+    Returns y and x_hat (kept for the backward pass)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    x_hat = (x - mean.reshape(shape).astype(x.dtype)) * inv.reshape(shape)
+    return x_hat * gamma.reshape(shape) + beta.reshape(shape), x_hat, inv
+
+
+def batch_statistics(x):
+    """Per-channel mean and biased variance of x (N, C, ...), accumulated in float64."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, dtype=np.float64)
+    var = x.var(axis=axes, dtype=np.float64)
+    return mean, var
+
+
+def batchnorm_backward(dy, x_hat, gamma, inv, training):
+    """-> dx, dgamma, dbeta. In training the statistics depend on x (the full formula); in eval
+    they are constants and dx is just dy * gamma * inv."""
+    axes = (0,) + tuple(range(2, dy.ndim))
+    shape = (1, -1) + (1,) * (dy.ndim - 2)
+    dgamma = (dy * x_hat).sum(axis=axes, dtype=np.float64).astype(dy.dtype)
+    dbeta = dy.sum(axis=axes, dtype=np.float64).astype(dy.dtype)
+    scale = (gamma * inv).reshape(shape)
+    if not training:
+        return dy * scale, dgamma, dbeta
+    m = dy.size // dy.shape[1]
+    dx = scale * (dy - (dbeta.reshape(shape) + x_hat * dgamma.reshape(shape)) / m)
+    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+# --------------------------------------------------------------------------- local response norm
+
+def _channel_window_sum(a, size):
+    """s[:, c] = sum of a[:, c'] for c' in [c - size//2, c + (size-1)//2] within range."""
+    C = a.shape[1]
+    cs = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1, dtype=np.float64)], axis=1)
+    lo = np.clip(np.arange(C) - size // 2, 0, C)
+    hi = np.clip(np.arange(C) + (size - 1) // 2 + 1, 0, C)
+    return (cs[:, hi] - cs[:, lo]).astype(a.dtype)
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """AlexNet's local response normalisation across channels (Krizhevsky et al. 2012, sec. 3.3):
+    b_c = a_c / (k + alpha * sum_{c' near c} a_c'^2)^beta. (PyTorch divides alpha by `size`.)
+    Returns y and the denominator base s (kept for backward)."""
+    s = k + alpha * _channel_window_sum(x * x, size)
+    return x * s ** -beta, s
+
+
+def lrn_backward(dy, x, s, size, alpha, beta):
+    """dx_c = dy_c s_c^-beta - 2 alpha beta x_c sum_{j: c in window(j)} dy_j x_j s_j^(-beta-1)."""
+    t = dy * x * s ** (-beta - 1)
+    # The windows are symmetric for odd sizes; for even sizes, "c in window(j)" is the mirror.
+    C = x.shape[1]
+    cs = np.concatenate([np.zeros_like(t[:, :1]), np.cumsum(t, axis=1, dtype=np.float64)], axis=1)
+    lo = np.clip(np.arange(C) - (size - 1) // 2, 0, C)
+    hi = np.clip(np.arange(C) + size // 2 + 1, 0, C)
+    back = (cs[:, hi] - cs[:, lo]).astype(x.dtype)
+    return (dy * s ** -beta - 2 * alpha * beta * x * back).astype(dy.dtype, copy=False)
+
+
+# -------------------------------------------------------------------------------------- dropout
+
+@njit(cache=True, inline="always")
+def _mix64(z):
+    """SplitMix64's finaliser: a bijective scramble of 64 bits."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(parallel=True, cache=True)
+def _dropout_mask(mask, seed, step, keep):
+    """mask[i] = 1/keep if uniform(seed, step, i) < keep else 0, a pure function of its counter."""
+    key = _mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(step))
+    scale = 1.0 / keep
+    for i in prange(mask.size):
+        u = (_mix64(key ^ np.uint64(i)) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+        mask[i] = scale if u < keep else 0.0
+
+
+def dropout_mask(shape, p, seed, step, dtype=np.float32):
+    """Inverted-dropout mask: each element kept with probability 1 - p and scaled by 1/(1 - p)."""
+    mask = np.empty(int(np.prod(shape)), dtype=dtype)
+    _dropout_mask(mask, np.uint64(seed), np.uint64(step), 1.0 - p)
+    return mask.reshape(shape)
+
+
+# ------------------------------------------------------------------------ softmax cross-entropy
+
+def softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_cross_entropy(logits, labels, label_smoothing=0.0, weights=None):
+    """Mean cross-entropy of softmax(logits (N, K)) against integer labels (N,), computed from
+    log-sum-exp so that large logits never overflow. With label smoothing e the target is
+    (1 - e) one_hot + e / K. `weights` (N,) weight each example (e.g. a mask for padding tokens);
+    the mean is over their sum. Returns (loss as float, dlogits (N, K))."""
+    N, K = logits.shape
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    logsumexp = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = z - logsumexp
+    target = np.full((N, K), label_smoothing / K)
+    target[np.arange(N), labels] += 1.0 - label_smoothing
+    w = np.ones(N) if weights is None else np.asarray(weights, dtype=np.float64)
+    total = max(w.sum(), 1e-12)
+    loss = float(-(w[:, None] * target * logp).sum() / total)
+    dlogits = (np.exp(logp) - target) * (w[:, None] / total)
+    return loss, dlogits.astype(logits.dtype)
