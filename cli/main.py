@@ -5,7 +5,14 @@ import importlib
 import click
 
 COMMANDS = {
-    "gradcheck": ("cli.gradcheck", "gradcheck", "Check analytic gradients against finite differences."),
+    "gradcheck": ("cli.gradcheck", "gradcheck",
+                  "Check analytic gradients against finite differences."),
+    "describe": ("cli.describe", "describe",
+                 "Show a model's layers: shapes, parameters, MACs, receptive fields."),
+    "train-image": ("cli.train_image", "train_image", "Train an image CNN (default: LeNet-5)."),
+    "evaluate": ("cli.evaluate", "evaluate", "Evaluate a saved run on its test split."),
+    "predict": ("cli.predict", "predict", "Classify images with a saved run."),
+    "export": ("cli.export", "export", "Write a run's weights as safetensors for PyTorch."),
 }
 
 
