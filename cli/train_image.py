@@ -1,0 +1,78 @@
+"""`numconv train-image`: train an image CNN; with no options, LeNet-5 on MNIST (or, offline with
+nothing cached, on scikit-learn's bundled 8x8 digits, said in one line)."""
+import click
+
+from cli._common import fail_cleanly
+
+
+def _models():
+    from numconv import models
+    return sorted(models.MODELS)
+
+
+@click.command("train-image")
+@click.option("--model", default="lenet5", show_default=True,
+              help="Architecture: lenet5, alexnet, vgg11/13/16/19, googlenet, resnet18..152, "
+                   "resnet20..110, plain20..110 (numconv describe MODEL shows one).")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="A name (mnist, fashion_mnist, cifar10, imagenette, tiny-imagenet, digits) or a "
+                   "path (IDX folder, image folder, parquet/arrow/csv file).")
+@click.option("--epochs", type=int, help="Epochs (default: the model's recipe).")
+@click.option("--batch-size", type=int, help="Batch size (default: the recipe's).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adadelta"]),
+              help="Optimiser (default: the recipe's).")
+@click.option("--lr", type=float, help="Learning rate (default: the recipe's).")
+@click.option("--momentum", type=float, help="SGD momentum.")
+@click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum for SGD.")
+@click.option("--weight-decay", type=float, help="L2 weight decay.")
+@click.option("--schedule", type=click.Choice(["constant", "step", "cosine", "plateau"]),
+              help="Learning-rate schedule.")
+@click.option("--warmup", "warmup_epochs", type=float, help="Linear warm-up, in epochs.")
+@click.option("--augment/--no-augment", default=None,
+              help="Random crop and horizontal flip as the recipe says (--no-augment: none).")
+@click.option("--label-smoothing", type=float, help="Label smoothing for the loss.")
+@click.option("--width", type=float, default=1.0, show_default=True,
+              help="Width multiplier: scales every layer's channel count.")
+@click.option("--input-size", type=int, help="Square input size (default: the model's).")
+@click.option("--classic", is_flag=True, help="LeNet-5 only: the 1998 tanh/average-pool variant.")
+@click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True,
+              help="Fraction of training data held out for validation when none is given.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+              show_default=True, help="Where to train.")
+@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything.")
+@click.option("--run-dir", default="runs/latest", show_default=True,
+              help="Where the configuration, metrics, checkpoints and report go.")
+@click.option("--resume", "resume_dir", type=click.Path(), default=None,
+              help="Continue the interrupted run in this directory exactly where it stopped.")
+def train_image(resume_dir, augment, device, **opts):
+    """Train an image CNN and report its test error."""
+    from rich.console import Console
+
+    from cli._progress import ProgressPrinter
+    from numconv.train.image import ImageConfig, train_image as run
+
+    console = Console()
+    if device == "cuda":
+        raise click.ClickException("device 'cuda' is not available in this build of numconv; "
+                                   "use --device cpu")
+    cfg = ImageConfig(**{k: v for k, v in opts.items()})
+    cfg.device = "cpu"
+    if augment is False:
+        cfg.crop_padding, cfg.flip = 0, False
+    if resume_dir:
+        cfg.run_dir = resume_dir
+    with fail_cleanly(), ProgressPrinter(console, "images") as printer:
+        summary = run(cfg, callbacks=printer.callbacks(), resume=bool(resume_dir))
+    console.print(f"trained {cfg.model if not resume_dir else 'run'} on {summary['dataset']}; "
+                  f"best validation accuracy {summary['best_val_acc']:.2%} "
+                  f"(epoch {summary['best_epoch']})")
+    if summary.get("test"):
+        t = summary["test"]
+        console.print(f"test: top-1 error {t['top1_error']:.2%}, top-5 error "
+                      f"{t['top5_error']:.2%} on {t['count']} images; report in "
+                      f"{summary['run_dir']}/report.json")
+    else:
+        console.print(f"stopped early; continue with: numconv train-image --resume "
+                      f"{summary['run_dir']}")

@@ -1,0 +1,193 @@
+"""Optimisers and learning-rate schedules, with PyTorch's update rules so recipes carry over.
+
+- SGD with momentum, Nesterov momentum and (L2) weight decay:
+  g = grad + wd p;  v = mu v + g;  p -= lr (g + mu v if nesterov else v).
+- Adam (Kingma & Ba 2015) with bias correction; weight decay added to the gradient.
+- Adadelta (Zeiler 2012), rho 0.95 and eps 1e-6 as in Kim (2014): no learning rate to tune
+  (lr scales the step, 1.0 by default).
+
+Optimisers update parameters in place from the gradients the layers accumulated, and keep their
+state (momentum and moment buffers) by parameter name, so a checkpoint can save and restore it.
+Schedules return the learning rate for an epoch (a fractional epoch during warm-up).
+"""
+import math
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adam", "adadelta")
+SCHEDULES = ("constant", "step", "cosine", "plateau")
+
+
+class Optimizer:
+    def __init__(self, named_parameters, lr, weight_decay=0.0, no_decay=()):
+        self.params = [(n, p, g) for n, p, g in named_parameters]
+        self.lr = lr
+        self.weight_decay = weight_decay
+        # Biases and batch-norm parameters are usually exempt from weight decay only when the
+        # recipe says so; by default (as in the papers and PyTorch) every parameter decays.
+        self.no_decay = set(no_decay)
+        self.state = {}
+        self.steps = 0
+
+    def _grad(self, name, p, g):
+        if self.weight_decay and name not in self.no_decay:
+            return g + self.weight_decay * p
+        return g
+
+    def step(self):
+        self.steps += 1
+        for name, p, g in self.params:
+            self._update(name, p, self._grad(name, p, g))
+
+    def state_dict(self):
+        """Flat name -> array: every buffer, plus the step count."""
+        out = {"steps": np.array(self.steps, dtype=np.int64)}
+        for pname, bufs in self.state.items():
+            for bname, arr in bufs.items():
+                out[f"{pname}/{bname}"] = arr
+        return out
+
+    def load_state_dict(self, state):
+        self.steps = int(state["steps"])
+        known = {n for n, _, _ in self.params}
+        self.state = {}
+        for key, arr in state.items():
+            if key == "steps":
+                continue
+            pname, bname = key.rsplit("/", 1)
+            if pname not in known:
+                raise ValueError(f"optimizer state names parameter {pname!r}, which the model "
+                                 f"does not have")
+            self.state.setdefault(pname, {})[bname] = np.array(arr)
+
+    def _buf(self, name, key, like):
+        bufs = self.state.setdefault(name, {})
+        if key not in bufs:
+            bufs[key] = np.zeros_like(like)
+        return bufs[key]
+
+
+class SGD(Optimizer):
+    def __init__(self, named_parameters, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 no_decay=()):
+        super().__init__(named_parameters, lr, weight_decay, no_decay)
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov = momentum, nesterov
+
+    def _update(self, name, p, g):
+        if self.momentum:
+            first = "momentum" not in self.state.get(name, {})
+            v = self._buf(name, "momentum", p)
+            if first:
+                v[...] = g            # PyTorch starts the buffer at the first gradient
+            else:
+                v *= self.momentum
+                v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p -= (self.lr * g).astype(p.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    def __init__(self, named_parameters, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 no_decay=()):
+        super().__init__(named_parameters, lr, weight_decay, no_decay)
+        self.betas, self.eps = betas, eps
+
+    def _update(self, name, p, g):
+        b1, b2 = self.betas
+        m = self._buf(name, "exp_avg", p)
+        v = self._buf(name, "exp_avg_sq", p)
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        t = self.steps
+        step = self.lr / (1 - b1 ** t)
+        denom = np.sqrt(v / (1 - b2 ** t)) + self.eps
+        p -= (step * m / denom).astype(p.dtype, copy=False)
+
+
+class Adadelta(Optimizer):
+    def __init__(self, named_parameters, lr=1.0, rho=0.95, eps=1e-6, weight_decay=0.0,
+                 no_decay=()):
+        super().__init__(named_parameters, lr, weight_decay, no_decay)
+        self.rho, self.eps = rho, eps
+
+    def _update(self, name, p, g):
+        sq = self._buf(name, "square_avg", p)
+        acc = self._buf(name, "acc_delta", p)
+        sq *= self.rho
+        sq += (1 - self.rho) * g * g
+        delta = np.sqrt(acc + self.eps) / np.sqrt(sq + self.eps) * g
+        acc *= self.rho
+        acc += (1 - self.rho) * delta * delta
+        p -= (self.lr * delta).astype(p.dtype, copy=False)
+
+
+def make_optimizer(name, named_parameters, lr, momentum=0.9, nesterov=False, weight_decay=0.0,
+                   no_decay=()):
+    if name == "sgd":
+        return SGD(named_parameters, lr, momentum, nesterov, weight_decay, no_decay)
+    if name == "adam":
+        return Adam(named_parameters, lr, weight_decay=weight_decay, no_decay=no_decay)
+    if name == "adadelta":
+        return Adadelta(named_parameters, lr, weight_decay=weight_decay, no_decay=no_decay)
+    raise ValueError(f"optimizer {name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+
+
+class Schedule:
+    """Learning rate per epoch: 'constant', 'step' (times gamma every step_size epochs), 'cosine'
+    (from base_lr down to min_lr over the run) or 'plateau' (times factor when the validation
+    metric has not improved for `patience` epochs). An optional linear warm-up over the first
+    `warmup_epochs` ramps from base_lr / 10 (by fractional epoch, i.e. per batch)."""
+
+    def __init__(self, kind, base_lr, epochs, step_size=30, gamma=0.1, factor=0.1, patience=5,
+                 min_lr=0.0, warmup_epochs=0.0):
+        if kind not in SCHEDULES:
+            raise ValueError(f"schedule {kind!r} is unknown; use one of {', '.join(SCHEDULES)}")
+        if base_lr <= 0:
+            raise ValueError(f"learning rate must be > 0, got {base_lr}")
+        self.kind, self.base_lr, self.epochs = kind, base_lr, epochs
+        self.step_size, self.gamma = step_size, gamma
+        self.factor, self.patience, self.min_lr = factor, patience, min_lr
+        self.warmup_epochs = warmup_epochs
+        self.plateau_scale = 1.0
+        self.best = -math.inf
+        self.bad_epochs = 0
+
+    def lr(self, epoch):
+        """epoch: 0-based, fractional within an epoch."""
+        if self.kind == "step":
+            lr = self.base_lr * self.gamma ** (int(epoch) // self.step_size)
+        elif self.kind == "cosine":
+            t = min(epoch / max(self.epochs, 1), 1.0)
+            lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
+        elif self.kind == "plateau":
+            lr = max(self.base_lr * self.plateau_scale, self.min_lr)
+        else:
+            lr = self.base_lr
+        if epoch < self.warmup_epochs:
+            lr *= 0.1 + 0.9 * epoch / self.warmup_epochs
+        return lr
+
+    def end_epoch(self, metric):
+        """Report the epoch's validation metric (higher is better) for 'plateau'."""
+        if self.kind != "plateau":
+            return
+        if metric > self.best:
+            self.best, self.bad_epochs = metric, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                self.plateau_scale *= self.factor
+                self.bad_epochs = 0
+
+    def state_dict(self):
+        return {"plateau_scale": np.array(self.plateau_scale), "best": np.array(self.best),
+                "bad_epochs": np.array(self.bad_epochs)}
+
+    def load_state_dict(self, state):
+        self.plateau_scale = float(state["plateau_scale"])
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])

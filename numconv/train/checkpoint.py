@@ -1,0 +1,118 @@
+"""Run directories and checkpoints, written atomically (write to a temporary file in the same
+folder, flush, then rename over the target), so a crash never leaves a broken file behind.
+
+A checkpoint is an .npz read with allow_pickle=False: no code, only arrays. Keys:
+  model/<PyTorch name>        parameters and buffers
+  optim/<param>/<buffer>      optimiser state
+  sched/<name>                schedule state
+  meta                        a JSON document (epoch, step, metrics, config) as uint8 bytes
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+def atomic_write_bytes(path, data):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _atomic_savez(path, arrays):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, model_state, optim_state=None, sched_state=None, meta=None):
+    arrays = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
+    for k, v in (optim_state or {}).items():
+        arrays[f"optim/{k}"] = np.asarray(v)
+    for k, v in (sched_state or {}).items():
+        arrays[f"sched/{k}"] = np.asarray(v)
+    arrays["meta"] = np.frombuffer(json.dumps(meta or {}, sort_keys=True).encode(), dtype=np.uint8)
+    _atomic_savez(path, arrays)
+
+
+def load_checkpoint(path):
+    """-> (model_state, optim_state, sched_state, meta). Raises CheckpointError with the reason."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(data.pop("meta")).decode())
+    except Exception as exc:  # zip, npy and JSON errors alike: the file is not a good checkpoint
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a numconv checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
+    parts = {"model": {}, "optim": {}, "sched": {}}
+    for key, arr in data.items():
+        head, _, rest = key.partition("/")
+        if head not in parts:
+            raise CheckpointError(f"checkpoint {path} has an unknown entry {key!r}")
+        parts[head][rest] = arr
+    return parts["model"], parts["optim"], parts["sched"], meta
+
+
+def prepare_run_dir(run_dir, resume=False):
+    """Create (or, when resuming, find) the run directory; fail early if it cannot be written."""
+    run_dir = os.path.abspath(run_dir)
+    if resume:
+        if not os.path.isdir(run_dir):
+            raise CheckpointError(f"run directory {run_dir} does not exist; nothing to resume")
+    else:
+        if os.path.isdir(run_dir) and os.path.exists(os.path.join(run_dir, "config.json")):
+            raise CheckpointError(f"run directory {run_dir} already holds a run; use --resume "
+                                  f"{run_dir} to continue it, or choose another --run-dir")
+        try:
+            os.makedirs(os.path.join(run_dir, CHECKPOINT_DIR), exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create run directory {run_dir}: {exc.strerror}") \
+                from None
+    probe = os.path.join(run_dir, ".write-test")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckpointError(f"run directory {run_dir} is not writable: {exc.strerror}") \
+            from None
+    return run_dir
+
+
+def checkpoint_path(run_dir, which="last"):
+    return os.path.join(run_dir, CHECKPOINT_DIR, f"{which}.npz")

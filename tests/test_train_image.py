@@ -1,0 +1,207 @@
+"""The image pipeline end to end on scikit-learn's 8x8 digits (real, embedded, offline): run
+directory contents, exact resume, NaN guard, atomic checkpoints, bad input, export/evaluate/predict."""
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from numconv.train import loop
+from numconv.train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from numconv.train.image import ImageConfig, train_image
+
+QUICK = dict(model="lenet5", dataset="digits", epochs=2, batch_size=64, optimizer="sgd", lr=0.05,
+             momentum=0.9, schedule="constant", limit=640, seed=3)
+
+
+def _cfg(tmp_path, name="run", **over):
+    return ImageConfig(**dict(QUICK, run_dir=str(tmp_path / name), **over))
+
+
+class StopAfter:
+    """A stop flag that trips after `n` batches, as Ctrl-C would."""
+
+    def __init__(self, n):
+        self.n, self.seen, self.stop = n, 0, False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def tick(self, *args):
+        self.seen += 1
+        if self.seen >= self.n:
+            self.stop = True
+
+
+def _strip(history):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "items_per_s")} for r in history]
+
+
+def test_run_directory_and_report(tmp_path):
+    summary = train_image(_cfg(tmp_path))
+    run = tmp_path / "run"
+    assert summary["finished"] and summary["epochs_done"] == 2
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["dataset_name"] == "digits"
+    assert config["batch_size"] == 64 and config["input_shape"] == [1, 32, 32]
+    report = json.loads((run / "report.json").read_text())
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == report["count"]
+    assert report["top5_error"] <= report["top1_error"]
+    assert np.trace(cm) / cm.sum() == pytest.approx(1 - report["top1_error"])
+    # It learned something real from 320 images in two epochs.
+    assert report["top1_error"] < 0.5
+    for which in ("last", "best"):
+        with np.load(checkpoint_path(str(run), which), allow_pickle=False) as z:
+            assert "model/0.weight" in z.files or any(k.startswith("model/") for k in z.files)
+
+
+def test_same_seed_same_metrics_and_exact_resume(tmp_path):
+    full = train_image(_cfg(tmp_path, "full", epochs=3))
+    flag = StopAfter(12)   # 640 images / 64 = 10 batches an epoch: stops inside epoch 2
+    cb = loop.Callbacks(batch_end=flag.tick)
+    part = train_image(_cfg(tmp_path, "part", epochs=3), callbacks=cb, stop_flag=flag)
+    assert not part["finished"] and part["epochs_done"] == 1
+    _, _, _, meta = load_checkpoint(checkpoint_path(str(tmp_path / "part")))
+    assert (meta["epoch"], meta["batch"]) == (1, 2)
+    resumed = train_image(ImageConfig(run_dir=str(tmp_path / "part")), resume=True)
+    assert resumed["finished"]
+    assert _strip(resumed["history"]) == _strip(full["history"])
+    again = train_image(_cfg(tmp_path, "again", epochs=3))
+    assert _strip(again["history"]) == _strip(full["history"])
+    assert resumed["test"]["confusion_matrix"] == full["test"]["confusion_matrix"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    train_image(_cfg(tmp_path, epochs=1))
+    last = checkpoint_path(str(tmp_path / "run"), "last")
+    before = open(last, "rb").read()
+    cfg = ImageConfig(run_dir=str(tmp_path / "run"))
+    # Resume with an absurd learning rate by editing the stored configuration.
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    doc.update(epochs=3, lr=1e12)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(loop.TrainingDiverged, match="the loss became"):
+        train_image(cfg, resume=True)
+    assert open(last, "rb").read() == before
+
+
+def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    train_image(_cfg(tmp_path, epochs=1))
+    last = checkpoint_path(str(tmp_path / "run"), "last")
+    before = open(last, "rb").read()
+    from numconv.train import checkpoint as ck
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(ck.np, "savez", broken)
+    with pytest.raises(OSError):
+        ck.save_checkpoint(last, {"w": np.zeros(3)})
+    assert open(last, "rb").read() == before
+    assert not [f for f in os.listdir(os.path.dirname(last)) if f.startswith(".tmp-")]
+
+
+def test_corrupt_checkpoint_and_bad_run_dirs(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(str(bad))
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_image(ImageConfig(run_dir=str(tmp_path / "missing")), resume=True)
+    train_image(_cfg(tmp_path, epochs=1))
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train_image(_cfg(tmp_path, epochs=1))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(str(locked), os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(CheckpointError, match="not writable|cannot create"):
+            train_image(_cfg(tmp_path / "locked", "sub"))
+    finally:
+        locked.chmod(0o700)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    for args, needle in [
+        (["--model", "nope"], "model 'nope' is unknown"),
+        (["--dataset", str(tmp_path / "nowhere")], "nowhere"),
+        (["--dataset", "digits", "--epochs", "0"], "--epochs must be >= 1"),
+        (["--dataset", "digits", "--model", "alexnet", "--input-size", "16"], "too small"),
+    ]:
+        result = runner.invoke(main, ["train-image", "--run-dir", str(tmp_path / "r")] + args)
+        assert result.exit_code != 0, args
+        assert needle in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_cli_train_evaluate_predict_export(tmp_path):
+    runner = CliRunner()
+    run = str(tmp_path / "cli")
+    result = runner.invoke(main, ["train-image", "--dataset", "digits", "--epochs", "1",
+                                  "--batch-size", "64", "--lr", "0.05", "--limit", "256",
+                                  "--run-dir", run])
+    assert result.exit_code == 0, result.output
+    assert "test: top-1 error" in result.output and "digits" in result.output
+    result = runner.invoke(main, ["evaluate", run])
+    assert result.exit_code == 0, result.output
+    report = json.loads(open(os.path.join(run, "report.json")).read())
+    assert f"top-1 error {report['top1_error']:.2%}" in result.output
+    from PIL import Image
+    img = tmp_path / "digit.png"
+    Image.fromarray((np.eye(8) * 255).astype(np.uint8)).save(img)
+    result = runner.invoke(main, ["predict", run, str(img)])
+    assert result.exit_code == 0, result.output
+    assert str(img) in result.output and "%" in result.output
+    result = runner.invoke(main, ["export", run])
+    assert result.exit_code == 0, result.output
+    assert os.path.exists(os.path.join(run, "model.safetensors"))
+    result = runner.invoke(main, ["evaluate", str(tmp_path / "none")])
+    assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_export_loads_into_pytorch_lenet(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+    from numconv.train.export import export_safetensors
+    from numconv.train.runs import load_run
+    train_image(_cfg(tmp_path, epochs=1))
+    run = str(tmp_path / "run")
+    path, _ = export_safetensors(run)
+    _, model = load_run(run)
+    names = [n for n, _, _ in model.named_parameters()]
+    tnn = torch.nn
+    # The modern LeNet-5 as PyTorch would write it; numconv's names must fit it exactly.
+    layers = {}
+    for name, layer in model.children.items():
+        kind = type(layer).__name__
+        if kind == "Conv2d":
+            layers[name] = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                      layer.stride, layer.padding)
+        elif kind == "Linear":
+            layers[name] = tnn.Linear(layer.in_features, layer.out_features)
+        elif kind == "ReLU":
+            layers[name] = tnn.ReLU()
+        elif kind == "MaxPool2d":
+            layers[name] = tnn.MaxPool2d(layer.kernel_size, layer.stride)
+        elif kind == "Flatten":
+            layers[name] = tnn.Flatten()
+        else:
+            pytest.fail(f"unexpected layer {kind} in lenet5")
+    from collections import OrderedDict
+    tmodel = tnn.Sequential(OrderedDict((k, layers[k]) for k in model.children))
+    tmodel.load_state_dict(load_file(path))
+    assert sorted(tmodel.state_dict()) == sorted(names)
+    x = np.random.default_rng(0).standard_normal((5, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = tmodel(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(model.forward(x), ref, rtol=1e-4, atol=1e-5)
