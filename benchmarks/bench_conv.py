@@ -22,6 +22,7 @@ block, with a short pause between blocks, so one library's idle-spinning worker 
 cores from the other's measurement.
 """
 import argparse
+import faulthandler
 import json
 import os
 import platform
@@ -152,6 +153,7 @@ def machine_info(args):
         "numba": numba.__version__,
         "torch": torch.__version__,
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -292,6 +294,10 @@ def render_header(console, info, args):
                   f"'{info['numba_threading_layer']}'; torch)")
     console.print(f"python {info['python']}, numpy {info['numpy']}, numba {info['numba']}, "
                   f"torch {info['torch']} (mkldnn {'on' if info['torch_mkldnn'] else 'off'})")
+    if info["load_average"] is not None:
+        console.print("load average before the run (1, 5, 15 min): "
+                      + ", ".join(f"{v:.2f}" for v in info["load_average"])
+                      + "  (other work on the machine skews timings)")
     console.print(f"median of {args.repeat} runs after {args.warmup} warm-up run(s); "
                   f"seed {args.seed}\n")
 
@@ -300,11 +306,11 @@ def render_table(results):
     from rich.table import Table
     table = Table(title=f"GFLOP/s (forward 2*N*O*OH*OW*Cg*KH*KW; fwd+bwd 3x); target ratio "
                         f">= {TARGET_RATIO}")
-    table.add_column("layer")
-    table.add_column("shape")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
     for head in ("numconv fwd", "torch fwd", "ratio", "numconv f+b", "torch f+b", "ratio"):
         table.add_column(head, justify="right")
-    table.add_column("verdict")
+    table.add_column("verdict", no_wrap=True)
 
     def ratio(r):
         style = "green" if r >= TARGET_RATIO else "red"
@@ -323,6 +329,7 @@ def render_table(results):
 
 
 def main(argv=None):
+    faulthandler.enable()   # a crash inside a native kernel still names the layer and call
     args = parse_args(argv)
     if args.threads > args.usable_cores:
         # numba refuses set_num_threads above NUMBA_NUM_THREADS, fixed when numba is imported
@@ -336,6 +343,8 @@ def main(argv=None):
     import numconv as nc
 
     console = Console()
+    if not console.is_terminal:   # piped or redirected: rich would wrap the table at 80 columns
+        console = Console(width=200)
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
 

@@ -15,6 +15,7 @@ checker does by moving the probe away from non-differentiable points.
 
 Nothing here prints; `numconv gradcheck` renders the returned `CheckResult`s.
 """
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -315,4 +316,244 @@ def run(op=None, device="cpu", seed=0, tol=None, fast=False, on_result=None):
             results.append(r)
             if on_result:
                 on_result(r)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole models
+# ----------------------------------------------------------------------------------------------
+# A model is checked end to end at a scaled-down size (few channels, a small input, batch 2) in
+# float64: the gradient of v . logits (plus v_i . aux logits where a model has auxiliary
+# classifiers) with respect to the input and to every parameter, each as one projection
+# v^T J u: central differences along a random direction u against <backward(v), u>, agreeing to
+# the relative tolerance (above a floor of ten times the difference quotient's rounding error).
+# Batch norm runs in training mode (batch statistics, differentiable); dropout is switched off.
+#
+# Kinks: a ReLU's or a max-pool's decision could change between x + eps u and x - eps u, and then
+# the difference quotient mixes two linear pieces. After each probe the on/off pattern of every ReLU
+# (and residual block's output ReLU) and every max-pool's winners are compared with the unperturbed
+# pass; if either probe changed one, the probe is repeated with eps / 10 (down to MODEL_MIN_EPS: with
+# batch norm coupling every unit to every input, tens of thousands of units move, and the chance
+# that one of them sits within the probe's reach of zero shrinks with eps), then with a new
+# direction.
+
+MODEL_BATCH = 2
+MODEL_CLASSES = 5
+MODEL_DRAWS = 5          # directions drawn before a kink-crossing probe is reported as failed
+MODEL_MIN_EPS = 1e-8     # a probe that crosses a kink retries with eps / 10 down to this
+MODEL_MAX_EPS = 1e-4     # the largest step for groups with tiny derivatives
+MODEL_ROUNDOFF_SHARE = 0.01   # rounding may take this share of the relative tolerance
+
+
+@dataclass
+class ModelCheck:
+    model: str
+    label: str                 # row label: "lenet5", "lenet5 (classic)"
+    options: dict
+    input_shape: tuple         # (C, H, W) of the scaled-down check
+    width: float
+
+
+def model_checks(name):
+    """The scaled-down configurations `numconv gradcheck --model NAME` checks for one model."""
+    from numconv import models
+    if name not in models.MODELS:
+        raise ValueError(f"model {name!r} is unknown; choose one of {', '.join(models.MODELS)}")
+    if name == "lenet5":
+        return [ModelCheck(name, name, {}, (1, 32, 32), 1.0),
+                ModelCheck(name, f"{name} (classic)", {"classic": True}, (1, 32, 32), 1.0)]
+    if name == "alexnet":
+        return [ModelCheck(name, name, {}, (3, 67, 67), 1 / 32)]   # 67: its smallest input
+    if name.startswith("vgg"):
+        return [ModelCheck(name, name, {}, (3, 32, 32), 1 / 16)]
+    if name == "googlenet":   # with the auxiliary classifiers; 5a/5b on 2x2 maps
+        return [ModelCheck(name, f"{name} (aux)", {"aux": True}, (3, 64, 64), 1 / 16)]
+    if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        return [ModelCheck(name, name, {}, (3, 40, 40), 1 / 16)]  # 2x2 maps in layer4
+    return [ModelCheck(name, name, {}, (3, 12, 12), 0.25)]       # CIFAR ResNets, plain nets
+
+
+def to_float64(model):
+    """Cast every parameter, gradient and floating-point buffer of `model` to float64, in place."""
+    for _, m in model.modules():
+        for k in list(m.params):
+            m.params[k] = np.ascontiguousarray(m.params[k], dtype=np.float64)
+            m.grads[k] = np.zeros_like(m.params[k])
+        for k, b in list(m.buffers.items()):
+            if np.issubdtype(b.dtype, np.floating):
+                m.buffers[k] = np.ascontiguousarray(b, dtype=np.float64)
+    return model
+
+
+def _kink_pattern(model):
+    """Every ReLU's on/off pattern and every max-pool's winners after the last forward pass."""
+    from numconv.nn import GlobalPool, MaxPool1d, MaxPool2d, ReLU
+    pattern = []
+    for _, m in model.modules():
+        if isinstance(m, ReLU) or (getattr(m, "join", None) == "add" and hasattr(m, "_y")):
+            pattern.append(m._y > 0)
+        elif isinstance(m, (MaxPool1d, MaxPool2d)) or (isinstance(m, GlobalPool)
+                                                       and m.kind == "max"):
+            pattern.append(m._cache[1])
+    return pattern
+
+
+def _same_pattern(a, b):
+    return len(a) == len(b) and all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def _model_outputs(model, x):
+    y = model.forward(x)
+    return [y] + list(getattr(model, "aux_outputs", None) or [])
+
+
+def _model_backward(model, vs):
+    model.zero_grad()
+    if len(vs) > 1:
+        return model.backward(vs[0], aux_grads=vs[1:])
+    return model.backward(vs[0])
+
+
+def _param_groups(model, depth):
+    """(label, [(name, parameter array)]) per parameter tensor (depth None), or per name prefix of
+    `depth` dotted components (depth 2: 'layer1.0', 'features.3')."""
+    groups = {}
+    for name, p, _ in model.named_parameters():
+        key = name if depth is None else ".".join(name.split(".")[:depth])
+        groups.setdefault(key, []).append((name, p))
+    return list(groups.items())
+
+
+@contextlib.contextmanager
+def _numba_threads(n):
+    """Run with n Numba threads, then restore the caller's count. Results do not depend on it."""
+    import numba
+    if n is None:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def check_model(check, seed=0, tol=None, group_depth=None, device="cpu", on_result=None,
+                threads=1):
+    """Check one ModelCheck (see `model_checks`): one CheckResult per parameter group (each tensor
+    by default; `group_depth` groups by name prefix) plus the input, then a run-twice determinism
+    check. Results carry op = the check's label and label = the group.
+
+    threads: Numba threads while checking (None: leave as is). The scaled-down models' layers are
+    so small that a parallel launch costs more than its work (tens of times more on a busy
+    machine), so one thread is the default; results are the same bits for any count."""
+    with _numba_threads(threads):
+        return _check_model(check, seed, tol, group_depth, device, on_result)
+
+
+def _check_model(check, seed, tol, group_depth, device, on_result):
+    from numconv import models
+    tol = tol or Tolerances()
+    rng = np.random.default_rng([seed, list(models.MODELS).index(check.model)])
+    model = models.build_model(check.model, num_classes=MODEL_CLASSES,
+                               in_channels=check.input_shape[0], input_size=check.input_shape[1:],
+                               width=check.width, seed=seed, **check.options)
+    to_float64(model)
+    model.train()
+    for _, m in model.modules():
+        m.device = device
+        if hasattr(m, "p") and type(m).__name__ == "Dropout":
+            m.p = 0.0
+    x = rng.standard_normal((MODEL_BATCH,) + tuple(check.input_shape))
+
+    ys = _model_outputs(model, x)
+    base_pattern = _kink_pattern(model)
+    vs = [rng.standard_normal(y.shape) for y in ys]
+    dx = _model_backward(model, vs)
+    grads = {n: g.copy() for n, _, g in model.named_parameters()}
+    results = []
+
+    def emit(r):
+        results.append(r)
+        if on_result:
+            on_result(r)
+
+    # The difference quotient's rounding error is about eps_mach * sum|v||y| / eps; a group whose
+    # directional derivative is tiny (AlexNet's N(0, 0.01^2) weights shrink every signal) gets a
+    # larger step so that rounding stays far below the tolerance. Every model here is piecewise
+    # linear or gently curved (tanh, LRN, batch norm) between kinks, so the larger step costs
+    # little truncation error, and the kink test below still applies.
+    scale = sum(float(np.sum(np.abs(v) * np.abs(y))) for v, y in zip(vs, ys))
+
+    def first_eps(analytic):
+        wanted = np.finfo(np.float64).eps * scale / (MODEL_ROUNDOFF_SHARE * tol.rtol
+                                                     * max(abs(analytic), 1e-300))
+        return float(min(MODEL_MAX_EPS, max(tol.eps, wanted)))
+
+    def probe(tensors, keep, us, eps):
+        outs = []
+        for sign in (1, -1):
+            for (_, t), k, u in zip(tensors, keep, us):
+                t[...] = k + sign * eps * u
+            outs.append((_model_outputs(model, x), _kink_pattern(model)))
+        for (_, t), k in zip(tensors, keep):
+            t[...] = k
+        (yp, pp), (ym, pm) = outs
+        diff = sum(float(np.sum(v * (a - b))) for v, a, b in zip(vs, yp, ym))
+        return diff / (2 * eps), _same_pattern(pp, base_pattern) and _same_pattern(pm, base_pattern)
+
+    groups = [("input", [("input", x)])] + _param_groups(model, group_depth)
+    for label, tensors in groups:
+        keep = [t.copy() for _, t in tensors]
+        for _ in range(MODEL_DRAWS):
+            us = [rng.standard_normal(t.shape) for _, t in tensors]
+            analytic = sum(float(np.sum((dx if n == "input" else grads[n]) * u))
+                           for (n, _), u in zip(tensors, us))
+            eps = first_eps(analytic)
+            while True:
+                numeric, smooth = probe(tensors, keep, us, eps)
+                if smooth or eps / 10 < MODEL_MIN_EPS * (1 - 1e-9):
+                    break
+                eps /= 10
+            if smooth:
+                break
+        # Relative agreement, down to a floor of ten times the quotient's rounding error (the
+        # ops' absolute tolerance would wave through every derivative below 1e-6).
+        floor = 10 * np.finfo(np.float64).eps * scale / eps
+        max_abs = abs(analytic - numeric)
+        size = max(abs(analytic), abs(numeric))
+        max_rel = max_abs / size if size > 0 else 0.0
+        ok = max_abs <= tol.rtol * size + floor
+        detail = (f"analytic {analytic:.10g}, numeric {numeric:.10g} (eps {eps:.1e}, rounding "
+                  f"floor {floor:.1e})")
+        if not smooth:
+            ok = False
+            detail += (f"; a ReLU/max-pool kink lay within eps of the point on each of "
+                       f"{MODEL_DRAWS} draws")
+        emit(CheckResult(check.label, label, "grad (vᵀJu)", max_abs, max_rel, ok, detail))
+
+    # Determinism: the same forward and backward again must give the very same bits.
+    ys2 = _model_outputs(model, x)
+    dx2 = _model_backward(model, vs)
+    same = (all(np.array_equal(a, b) for a, b in zip(ys, ys2)) and np.array_equal(dx, dx2)
+            and all(np.array_equal(grads[n], g) for n, _, g in model.named_parameters()))
+    emit(CheckResult(check.label, "forward + backward twice", "determinism",
+                     0.0 if same else math.inf, 0.0 if same else math.inf, same))
+    return results
+
+
+def run_models(names, device="cpu", seed=0, tol=None, group_depth=None, on_result=None,
+               threads=1):
+    """Check every scaled-down configuration of each model in `names` ('all': every model)."""
+    from numconv import models
+    if names == "all" or names == ["all"]:
+        names = list(models.MODELS)
+    elif isinstance(names, str):
+        names = [names]
+    results = []
+    for name in names:
+        for check in model_checks(name):
+            results += check_model(check, seed=seed, tol=tol, group_depth=group_depth,
+                                   device=device, on_result=on_result, threads=threads)
     return results
