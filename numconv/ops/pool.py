@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numconv.ops._args import as_float_array, int_tuple, output_size, resolve_padding
+from numconv.ops._args import as_float_array, int_tuple, output_size, resolve_padding, same_dtype
 from numconv.ops._device import kernels_for
 
 GLOBAL_KINDS = ("max", "avg", "sum")
@@ -90,6 +90,20 @@ def _check_dy(dy, geom):
     return dy
 
 
+def _check_idx(idx, shape, plane):
+    """The winners' flat indices from a forward max pooling: integers in [0, plane), dy's shape."""
+    if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu" or idx.shape != shape:
+        got = f"{idx.dtype} array of shape {idx.shape}" if isinstance(idx, np.ndarray) \
+            else type(idx).__name__
+        raise ValueError(f"idx must be the integer index array returned by the forward max "
+                         f"pooling (return_indices=True), of shape {shape}; got {got}")
+    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        raise ValueError(f"idx holds positions outside the input plane of {plane} pixels "
+                         f"(min {idx.min()}, max {idx.max()}); pass the indices the forward "
+                         f"pass returned for this input shape")
+    return np.ascontiguousarray(idx, dtype=np.int64)
+
+
 def _input_geometry(nd, input_shape, *window):
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != nd + 2:
@@ -112,11 +126,9 @@ def _max_forward(nd, x, kernel_size, stride, padding, ceil_mode, device):
 def _max_backward(nd, dy, idx, input_shape, kernel_size, stride, padding, ceil_mode, device):
     g = _input_geometry(nd, input_shape, kernel_size, stride, padding, ceil_mode)
     dy = _check_dy(dy, g)
-    if not isinstance(idx, np.ndarray) or idx.shape != dy.shape or idx.dtype.kind not in "iu":
-        raise ValueError("idx must be the integer index array returned by the forward max pooling "
-                         "(return_indices=True), with dy's shape")
+    idx = _check_idx(idx, dy.shape, g.H * g.W)
     dx = np.empty((g.N, g.C, g.H, g.W), dtype=dy.dtype)
-    kernels_for(device).maxpool2d_backward(dx, _as4d(dy, nd), _as4d(idx.astype(np.int64), nd),
+    kernels_for(device).maxpool2d_backward(dx, _as4d(dy, nd), _as4d(idx, nd),
                                            *g.window_args())
     return dx.reshape(g.in_shape)
 
@@ -223,6 +235,7 @@ def _lp_backward(nd, dy, x, y, p, kernel_size, stride, padding, ceil_mode, devic
     g = pool_geometry(nd, x.shape, kernel_size, stride, padding, ceil_mode)
     dy = _check_dy(dy, g)
     y = as_float_array("y", y, nd + 2, _layout(nd))
+    same_dtype(dy=dy, x=x, y=y)
     if y.shape != dy.shape:
         raise ValueError(f"y must be the forward output, of shape {dy.shape}; got {y.shape}")
     dx = np.empty((g.N, g.C, g.H, g.W), dtype=dy.dtype)
@@ -281,13 +294,15 @@ def global_pool_backward(dy, idx, input_shape, kind="avg", *, device="cpu"):
     dy = as_float_array("dy", dy, 2, "(N, C)")
     if dy.shape != input_shape[:2]:
         raise ValueError(f"dy has shape {dy.shape}, expected {input_shape[:2]}")
-    if idx is None:
-        if kind == "max":
+    plane = int(np.prod(input_shape[2:]))
+    if kind == "max":
+        if idx is None:
             raise ValueError("global max pooling's gradient needs idx from the forward pass "
                              "(return_indices=True)")
-        idx = np.zeros(dy.shape, dtype=np.int64)
+        idx = _check_idx(idx, dy.shape, plane)
+    else:
+        idx = np.zeros(dy.shape, dtype=np.int64)   # unused by 'avg' and 'sum'
     shape4 = input_shape if len(input_shape) == 4 else input_shape[:2] + (1,) + input_shape[2:]
     dx = np.empty(shape4, dtype=dy.dtype)
-    kernels_for(device).global_pool2d_backward(dx, dy, np.ascontiguousarray(idx, dtype=np.int64),
-                                               kind)
+    kernels_for(device).global_pool2d_backward(dx, dy, idx, kind)
     return dx.reshape(input_shape)

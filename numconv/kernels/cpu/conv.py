@@ -30,10 +30,11 @@ from numconv.kernels.cpu._blas import single_threaded_blas
 
 @njit(cache=True, inline="always")
 def _valid_range(start, step, size, count):
-    """Indices q in [0, count) with 0 <= start + q*step < size, as a half-open range [a, b)."""
+    """Indices q in [0, count) with 0 <= start + q*step < size, as a half-open range [a, b) with
+    0 <= a <= b <= count (empty when no q qualifies)."""
     a = 0
     if start < 0:
-        a = (-start + step - 1) // step
+        a = min(count, (-start + step - 1) // step)
     b = count
     last = start + (count - 1) * step
     if last >= size:
@@ -138,12 +139,11 @@ def _weight_partials(part, dy3, x, KH, KW, sh, sw, pt, pl, dh, dw, OW, tn, tiles
         for tile in range(s * tiles_per_seg, min(ntiles, (s + 1) * tiles_per_seg)):
             j0 = tile * tn
             m_cols = min(ncols, j0 + tn) - j0
-            col = np.empty((m_cols, R), dtype=x.dtype)
-            colT = col.T  # im2col writes (R, m) through a transposed view of an (m, R) buffer
-            _im2col_tile(colT, x, g * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0)
+            col = np.empty((R, m_cols), dtype=x.dtype)
+            _im2col_tile(col, x, g * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0)
             dyt = np.empty((Og, m_cols), dtype=dy3.dtype)
             _gather_tile(dyt, dy3, g * Og, P, j0)
-            acc += np.dot(dyt, col)
+            acc += np.dot(dyt, col.T)
         part[s, g] = acc
 
 
@@ -190,25 +190,28 @@ def _input_blocks(dx, dy3, wT3, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, rows_per
         for o in range(Og):
             dyt[o, :] = dy3[n, g * Og + o, oh_lo * OW:oh_hi * OW]
         dcol = np.dot(wT3[g], dyt)
+        # col2im as a gather: this task owns rows [ih0, ih1) of dx[n, g*Cg:(g+1)*Cg]; each row r =
+        # (c, m, k) of dcol adds its entries to the dx pixels they were read from, in a fixed order.
         for c in range(Cg):
             for ih in range(ih0, ih1):
                 for iw in range(W):
-                    acc = 0.0
-                    for m in range(KH):
-                        ti = ih + pt - m * dh
-                        if ti < 0 or ti % sh != 0:
-                            continue
-                        i = ti // sh
-                        if i < oh_lo or i >= oh_hi:
-                            continue
-                        for k in range(KW):
-                            tj = iw + pl - k * dw
-                            if tj < 0 or tj % sw != 0:
-                                continue
-                            j = tj // sw
-                            if j < OW:
-                                acc += dcol[(c * KH + m) * KW + k, (i - oh_lo) * OW + j]
-                    dx[n, g * Cg + c, ih, iw] = acc
+                    dx[n, g * Cg + c, ih, iw] = 0
+            for m in range(KH):
+                for ih in range(ih0, ih1):
+                    ti = ih + pt - m * dh
+                    if ti < 0 or ti % sh != 0:
+                        continue
+                    i = ti // sh
+                    if i < oh_lo or i >= oh_hi:
+                        continue
+                    base = (i - oh_lo) * OW
+                    for k in range(KW):
+                        r = (c * KH + m) * KW + k
+                        # Output columns j with iw = j*sw - pl + k*dw inside [0, W).
+                        start = -pl + k * dw
+                        a, b = _valid_range(start, sw, W, OW)
+                        for j in range(a, b):
+                            dx[n, g * Cg + c, ih, start + j * sw] += dcol[r, base + j]
 
 
 @njit(parallel=True, cache=True)

@@ -1,0 +1,431 @@
+"""Determinism (bit-identical repeats and thread counts), non-contiguous inputs, and input
+validation: every bad input raises ValueError/TypeError naming the parameter, before any kernel
+runs.
+"""
+import math
+
+import numba
+import numpy as np
+import pytest
+
+import numconv as nc
+from kernel_helpers import FLOATS, ConvCase, assert_bitwise_equal
+
+# ----------------------------------------------------------------------------- what is exercised
+# Each entry maps an op name to a function of a dict of inputs returning its outputs (a tuple), so
+# the same list drives the repeat, thread-count and non-contiguity checks.
+
+CONV_KW = dict(stride=1, padding=1)
+STRIDED_KW = dict(stride=2, padding=((1, 0), (0, 1)), dilation=(1, 2), groups=2)
+POOL_KW = dict(stride=2, padding=1, ceil_mode=True)
+
+
+def _inputs(dtype, seed=0, N=4, C=8, H=20, W=20, O=16):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
+    wg = rng.standard_normal((O, C // 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    y = nc.conv2d(x, w, b, **CONV_KW)
+    ys = nc.conv2d(x, wg, b, **STRIDED_KW)
+    _, pidx = nc.max_pool2d(x, 3, **POOL_KW, return_indices=True)
+    _, gidx = nc.global_pool(x, "max", return_indices=True)
+    return dict(
+        x=x, w=w, wg=wg, b=b, x1=np.ascontiguousarray(x[:, :, 0, :]),
+        w1=np.ascontiguousarray(w[:, :, 0, :]),
+        dy=rng.standard_normal(y.shape).astype(dtype),
+        dys=rng.standard_normal(ys.shape).astype(dtype),
+        dy1=rng.standard_normal((N, O, W)).astype(dtype),
+        dyp=rng.standard_normal(pidx.shape).astype(dtype), pidx=pidx,
+        dyg=rng.standard_normal((N, C)).astype(dtype), gidx=gidx,
+        xpos=np.abs(x) + 0.1,
+    )
+
+
+OPS = {
+    "conv2d": lambda d: (nc.conv2d(d["x"], d["w"], d["b"], **CONV_KW),),
+    "convolve2d": lambda d: (nc.convolve2d(d["x"], d["w"], d["b"], **CONV_KW),),
+    "conv2d_strided_grouped": lambda d: (nc.conv2d(d["x"], d["wg"], d["b"], **STRIDED_KW),),
+    "conv2d_dx": lambda d: (nc.conv2d_backward_input(d["dy"], d["w"], d["x"].shape, **CONV_KW),),
+    "conv2d_dx_strided": lambda d: (nc.conv2d_backward_input(d["dys"], d["wg"], d["x"].shape,
+                                                             **STRIDED_KW),),
+    "conv2d_dw": lambda d: (nc.conv2d_backward_weight(d["dy"], d["x"], (3, 3), **CONV_KW),),
+    "conv2d_dw_strided": lambda d: (nc.conv2d_backward_weight(d["dys"], d["x"], (3, 3),
+                                                              **STRIDED_KW),),
+    "conv2d_dw_flip": lambda d: (nc.conv2d_backward_weight(d["dy"], d["x"], (3, 3), **CONV_KW,
+                                                           flip=True),),
+    "conv2d_db": lambda d: (nc.conv2d_backward_bias(d["dy"]),),
+    "conv1d": lambda d: (nc.conv1d(d["x1"], d["w1"], d["b"], padding=1),
+                         nc.conv1d_backward_input(d["dy1"], d["w1"], d["x1"].shape, padding=1),
+                         nc.conv1d_backward_weight(d["dy1"], d["x1"], 3, padding=1),
+                         nc.conv1d_backward_bias(d["dy1"])),
+    "max_pool2d": lambda d: nc.max_pool2d(d["x"], 3, **POOL_KW, return_indices=True),
+    "max_pool2d_backward": lambda d: (nc.max_pool2d_backward(d["dyp"], d["pidx"], d["x"].shape, 3,
+                                                             **POOL_KW),),
+    "avg_pool2d": lambda d: (nc.avg_pool2d(d["x"], 3, **POOL_KW),
+                             nc.avg_pool2d(d["x"], 3, **POOL_KW, count_include_pad=False)),
+    "avg_pool2d_backward": lambda d: (
+        nc.avg_pool2d_backward(d["dyp"], d["x"].shape, 3, **POOL_KW),
+        nc.avg_pool2d_backward(d["dyp"], d["x"].shape, 3, **POOL_KW, count_include_pad=False)),
+    "lp_pool2d": lambda d: (nc.lp_pool2d(d["x"], 2.5, 3, **POOL_KW),),
+    "lp_pool2d_backward": lambda d: (nc.lp_pool2d_backward(
+        d["dyp"], d["xpos"], nc.lp_pool2d(d["xpos"], 2.5, 3, **POOL_KW), 2.5, 3, **POOL_KW),),
+    "pool1d": lambda d: (nc.max_pool1d(d["x1"], 3, 2, 1), nc.avg_pool1d(d["x1"], 3, 2, 1),
+                         nc.lp_pool1d(d["x1"], 3, 3, 2, 1)),
+    "global_pool": lambda d: tuple(nc.global_pool(d["x"], k) for k in ("max", "avg", "sum")),
+    "global_pool_backward": lambda d: tuple(nc.global_pool_backward(d["dyg"], d["gidx"],
+                                                                    d["x"].shape, k)
+                                            for k in ("max", "avg", "sum")),
+}
+
+
+def test_determinism_shapes_span_several_tiles():
+    """The shapes above cut the CPU kernels' work into several tiles (else the thread-count test
+    would prove little); the large case below spans several weight-gradient segments too."""
+    from numconv import config
+    from numconv.kernels.cpu.conv import _tile_cols
+    for itemsize in (4, 8):
+        assert 4 * 20 * 20 > _tile_cols(8 * 9, itemsize)                     # >= 2 tiles
+        tiles = -(-8 * 32 * 32 // _tile_cols(8 * 9, itemsize))
+        assert tiles > config.CPU_WGRAD_TILES_PER_SEGMENT                     # >= 2 segments
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_repeats_are_bit_identical(op, dtype):
+    d = _inputs(dtype)
+    first = OPS[op](d)
+    for _ in range(3):
+        for a, b in zip(first, OPS[op](d)):
+            assert_bitwise_equal(a, b, op)
+
+
+@pytest.fixture
+def restore_threads():
+    n = numba.get_num_threads()
+    yield
+    numba.set_num_threads(n)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_bit_identical_across_thread_counts(op, dtype, restore_threads):
+    d = _inputs(dtype)
+    results = {}
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        results[n] = OPS[op](d)
+    for a, b in zip(results[1], results[2]):
+        assert_bitwise_equal(a, b, op)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_weight_gradient_over_several_segments_is_thread_count_independent(dtype,
+                                                                          restore_threads):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 8, 32, 32)).astype(dtype)      # 8192 columns: many tiles
+    dy = rng.standard_normal((8, 16, 32, 32)).astype(dtype)
+    out = {}
+    for n in (1, 2, 1):
+        numba.set_num_threads(n)
+        out.setdefault(n, []).append(nc.conv2d_backward_weight(dy, x, (3, 3), padding=1))
+    assert_bitwise_equal(out[1][0], out[2][0])
+    assert_bitwise_equal(out[1][0], out[1][1])
+
+
+def test_blas_thread_count_is_left_as_it_was():
+    """The CPU convolution pins BLAS to one thread while it runs, and must put it back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    d = _inputs(np.float64, N=2, C=4, H=9, W=9, O=4)
+    before = blas_threads()
+    OPS["conv2d"](d)
+    OPS["conv2d_dx"](d)
+    OPS["conv2d_dw"](d)
+    assert blas_threads() == before
+
+
+# ------------------------------------------------------------------------ non-contiguous inputs
+
+class _Recorder(dict):
+    """The inputs dict, noting which entries an op reads."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.names = set()
+
+    def __getitem__(self, name):
+        self.names.add(name)
+        return super().__getitem__(name)
+
+
+def _views(a):
+    """Arrays equal to `a` but not C-contiguous: transposed storage and Fortran order (2D and
+    up), a strided slice of a larger array, reversed strides."""
+    if a.ndim >= 2:
+        yield "transposed", np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+        yield "fortran", np.asfortranarray(a)
+    big = np.zeros(tuple(2 * s for s in a.shape), dtype=a.dtype)
+    big[tuple(slice(1, None, 2) for _ in a.shape)] = a
+    yield "strided", big[tuple(slice(1, None, 2) for _ in a.shape)]
+    yield "reversed", np.flip(np.flip(a, -1).copy(), -1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_non_contiguous_inputs_match_contiguous_copies(op, dtype):
+    d = _inputs(dtype, N=2, C=4, H=7, W=6, O=4)
+    used = _Recorder(d)
+    want = OPS[op](used)
+    for name in sorted(used.names):
+        for kind, view in _views(d[name]):
+            assert not view.flags.c_contiguous
+            np.testing.assert_array_equal(view, d[name])
+            got = OPS[op]({**d, name: view})
+            for a, b in zip(got, want):
+                assert_bitwise_equal(a, b, f"{op} with {name} {kind}")
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+
+R = np.random.default_rng(0)
+X = R.standard_normal((2, 3, 5, 5))
+W = R.standard_normal((4, 3, 3, 3))
+B = R.standard_normal(4)
+DY = np.ones((2, 4, 3, 3))
+X1 = R.standard_normal((2, 3, 7))
+W1 = R.standard_normal((4, 3, 3))
+YP, IDX = nc.max_pool2d(X, 2, return_indices=True)
+DYP = np.ones(YP.shape)
+YLP = nc.lp_pool2d(X, 2, 2)
+GY, GIDX = nc.global_pool(X, "max", return_indices=True)
+
+BAD = {
+    # wrong number of dimensions
+    "x-ndim": (lambda: nc.conv2d(X[0], W), ValueError, r"x must have 4 dimensions"),
+    "w-ndim": (lambda: nc.conv2d(X, W[0]), ValueError, r"w must have 4 dimensions"),
+    "conv1d-x-ndim": (lambda: nc.conv1d(X, W1), ValueError, r"x must have 3 dimensions"),
+    "conv1d-w-ndim": (lambda: nc.conv1d(X1, W), ValueError, r"w must have 3 dimensions"),
+    "dy-ndim": (lambda: nc.conv2d_backward_input(DY[0], W, X.shape), ValueError,
+                r"dy must have 4 dimensions"),
+    "db-dy-ndim": (lambda: nc.conv2d_backward_bias(DY[0]), ValueError, r"dy must have 4"),
+    "pool-x-ndim": (lambda: nc.max_pool2d(X1, 2), ValueError, r"x must have 4 dimensions"),
+    "pool1d-x-ndim": (lambda: nc.avg_pool1d(X, 2), ValueError, r"x must have 3 dimensions"),
+    "global-x-ndim": (lambda: nc.global_pool(X[None], "avg"), ValueError, r"x must have"),
+    "input_shape-len": (lambda: nc.conv2d_backward_input(DY, W, (2, 3, 5)), ValueError,
+                        r"input_shape"),
+    "pool-input_shape-len": (lambda: nc.max_pool2d_backward(DYP, IDX, (2, 3, 5), 2), ValueError,
+                             r"input_shape"),
+    "global-input_shape-len": (lambda: nc.global_pool_backward(GY, GIDX, (2, 3), "max"),
+                               ValueError, r"input_shape"),
+    # channels and groups
+    "channel-mismatch": (lambda: nc.conv2d(X, W[:, :2]), ValueError,
+                         r"channel mismatch: x has 3 channels"),
+    "channel-mismatch-1d": (lambda: nc.conv1d(X1, W1[:, :1]), ValueError, r"channel mismatch"),
+    "channel-mismatch-dx": (lambda: nc.conv2d_backward_input(DY, W, (2, 2, 5, 5)), ValueError,
+                            r"channel mismatch"),
+    "groups-not-dividing-C": (lambda: nc.conv2d(X, W[:, :1], groups=2), ValueError,
+                              r"groups=2 does not divide the 3 input channels"),
+    "groups-not-dividing-O": (lambda: nc.conv2d(np.ones((1, 4, 5, 5)), np.ones((3, 2, 3, 3)),
+                                                groups=2), ValueError,
+                              r"groups=2 does not divide the 3 output channels"),
+    "groups-not-dividing-dw": (lambda: nc.conv2d_backward_weight(DY, X, 3, groups=2), ValueError,
+                               r"groups=2 does not divide"),
+    "groups-zero": (lambda: nc.conv2d(X, W, groups=0), ValueError, r"groups must be >= 1"),
+    "groups-float": (lambda: nc.conv2d(X, W, groups=1.0), TypeError, r"groups must be"),
+    # kernel extent
+    "kernel-too-large": (lambda: nc.conv2d(X, np.ones((1, 3, 7, 7))), ValueError,
+                         r"kernel extent 7 is larger than the padded input 5"),
+    "dilated-kernel-too-large": (lambda: nc.conv2d(X, W, dilation=3), ValueError,
+                                 r"kernel extent 7 is larger"),
+    "kernel-too-large-1d": (lambda: nc.conv1d(X1, np.ones((1, 3, 9))), ValueError,
+                            r"kernel extent 9 is larger than the padded input 7"),
+    "kernel-too-large-dw": (lambda: nc.conv2d_backward_weight(DY, X, 6), ValueError,
+                            r"kernel extent 6"),
+    "pool-kernel-too-large": (lambda: nc.max_pool2d(X, 6), ValueError, r"kernel extent 6"),
+    # non-positive sizes
+    "stride-zero": (lambda: nc.conv2d(X, W, stride=0), ValueError, r"stride must be >= 1"),
+    "stride-negative": (lambda: nc.conv2d(X, W, stride=(1, -1)), ValueError,
+                        r"stride must be >= 1"),
+    "dilation-zero": (lambda: nc.conv2d(X, W, dilation=0), ValueError, r"dilation must be >= 1"),
+    "dilation-zero-1d": (lambda: nc.conv1d(X1, W1, dilation=0), ValueError, r"dilation"),
+    "stride-wrong-length": (lambda: nc.conv2d(X, W, stride=(1, 1, 1)), TypeError,
+                            r"stride must be an int or a tuple of 2 ints"),
+    "stride-float": (lambda: nc.conv2d(X, W, stride=1.5), TypeError, r"stride"),
+    "stride-bool": (lambda: nc.conv2d(X, W, stride=True), TypeError, r"stride"),
+    "dw-kernel_size-zero": (lambda: nc.conv2d_backward_weight(DY, X, 0), ValueError,
+                            r"kernel_size must be >= 1"),
+    "pool-kernel_size-zero": (lambda: nc.max_pool2d(X, 0), ValueError,
+                              r"kernel_size must be >= 1"),
+    "pool-kernel_size-negative": (lambda: nc.avg_pool2d(X, (2, -1)), ValueError, r"kernel_size"),
+    "pool-stride-zero": (lambda: nc.avg_pool1d(X1, 2, stride=0), ValueError,
+                         r"stride must be >= 1"),
+    "lp-kernel_size-zero": (lambda: nc.lp_pool2d(X, 2, 0), ValueError, r"kernel_size"),
+    # padding
+    "padding-mode-unknown": (lambda: nc.conv2d(X, W, padding="circular"), ValueError,
+                             r"padding mode 'circular' is unknown"),
+    "pool-padding-mode-unknown": (lambda: nc.max_pool2d(X, 2, padding="reflect"), ValueError,
+                                  r"padding mode 'reflect' is unknown"),
+    "padding-negative": (lambda: nc.conv2d(X, W, padding=-1), ValueError,
+                         r"padding must be >= 0"),
+    "padding-pair-negative": (lambda: nc.conv2d(X, W, padding=((0, -1), (0, 0))), ValueError,
+                              r"padding must be >= 0"),
+    "padding-wrong-count": (lambda: nc.conv2d(X, W, padding=(1, 1, 1)), ValueError,
+                            r"padding .* must give 2 value"),
+    "padding-float": (lambda: nc.conv2d(X, W, padding=1.5), TypeError, r"padding"),
+    "padding-bad-entry": (lambda: nc.conv2d(X, W, padding=((1, 2, 3), 1)), TypeError,
+                          r"padding"),
+    "pool-padding-over-half": (lambda: nc.max_pool2d(X, 3, padding=2), ValueError,
+                               r"padding 2 is more than half the kernel"),
+    "pool-padding-pair-over-half": (lambda: nc.avg_pool2d(X, 3, padding=((0, 2), (0, 0))),
+                                    ValueError, r"more than half the kernel"),
+    "lp-padding-over-half": (lambda: nc.lp_pool1d(X1, 2, 2, padding=2), ValueError,
+                             r"more than half the kernel"),
+    "pool-full-padding": (lambda: nc.max_pool2d(X, 3, padding="full"), ValueError,
+                          r"more than half the kernel"),
+    "same-with-ceil_mode": (lambda: nc.max_pool2d(X, 2, padding="same", ceil_mode=True),
+                            ValueError, r"padding='same'.*ceil_mode must be False"),
+    "same-with-ceil_mode-avg-bwd": (lambda: nc.avg_pool2d_backward(
+        DYP, X.shape, 2, padding="same", ceil_mode=True), ValueError, r"ceil_mode"),
+    # dtypes
+    "x-int": (lambda: nc.conv2d(X.astype(np.int64), W), TypeError, r"x has dtype int64"),
+    "w-int": (lambda: nc.conv2d(X, W.astype(np.int32)), TypeError, r"w has dtype int32"),
+    "b-int": (lambda: nc.conv2d(X, W, B.astype(np.int64)), TypeError, r"b has dtype int64"),
+    "dy-int": (lambda: nc.conv2d_backward_weight(DY.astype(int), X, 3), TypeError,
+               r"dy has dtype"),
+    "x-float16": (lambda: nc.conv2d(X.astype(np.float16), W), TypeError, r"x has dtype float16"),
+    "pool-x-int": (lambda: nc.max_pool2d(X.astype(np.int64), 2), TypeError, r"x has dtype"),
+    "pool-dy-int": (lambda: nc.avg_pool2d_backward(DYP.astype(int), X.shape, 2), TypeError,
+                    r"dy has dtype"),
+    "global-x-int": (lambda: nc.global_pool(X.astype(np.int64), "sum"), TypeError,
+                     r"x has dtype"),
+    "x-list": (lambda: nc.conv2d(X.tolist(), W), TypeError, r"x must be a numpy array"),
+    "pool-x-list": (lambda: nc.max_pool2d(X.tolist(), 2), TypeError, r"x must be a numpy array"),
+    "mixed-x32-w64": (lambda: nc.conv2d(X.astype(np.float32), W), TypeError,
+                      r"w is float64 but x is float32"),
+    "mixed-b": (lambda: nc.conv2d(X, W, B.astype(np.float32)), TypeError,
+                r"b is float32 but x is float64"),
+    "mixed-dx": (lambda: nc.conv2d_backward_input(DY.astype(np.float32), W, X.shape), TypeError,
+                 r"w is float64 but dy is float32"),
+    "mixed-dw": (lambda: nc.conv2d_backward_weight(DY, X.astype(np.float32), 3), TypeError,
+                 r"x is float32 but dy is float64"),
+    "mixed-1d": (lambda: nc.conv1d(X1, W1.astype(np.float32)), TypeError, r"w is float32"),
+    # empty arrays
+    "x-empty": (lambda: nc.conv2d(np.empty((0, 3, 5, 5)), W), ValueError, r"x is empty"),
+    "w-empty": (lambda: nc.conv2d(X, np.empty((0, 3, 3, 3))), ValueError, r"w is empty"),
+    "b-empty": (lambda: nc.conv2d(X, W, np.empty(0)), ValueError, r"b is empty"),
+    "dy-empty": (lambda: nc.conv2d_backward_bias(np.empty((2, 0, 3, 3))), ValueError,
+                 r"dy is empty"),
+    "pool-x-empty": (lambda: nc.avg_pool2d(np.empty((2, 3, 0, 5)), 2), ValueError,
+                     r"x is empty"),
+    "global-x-empty": (lambda: nc.global_pool(np.empty((2, 0, 4)), "max"), ValueError,
+                       r"x is empty"),
+    # bias
+    "b-length": (lambda: nc.conv2d(X, W, B[:3]), ValueError,
+                 r"b has 3 entries but w has 4 output channels"),
+    "b-ndim": (lambda: nc.conv2d(X, W, B[None]), ValueError, r"b must have 1 dimensions"),
+    # dy of the wrong shape
+    "dy-shape-dx": (lambda: nc.conv2d_backward_input(DY[:, :, :2], W, X.shape), ValueError,
+                    r"dy has shape \(2, 4, 2, 3\) but the convolution's output has shape"),
+    "dy-shape-dw": (lambda: nc.conv2d_backward_weight(DY, X, 3, padding=1), ValueError,
+                    r"dy has shape"),
+    "dy-shape-dx-1d": (lambda: nc.conv1d_backward_input(np.ones((2, 4, 4)), W1, X1.shape),
+                       ValueError, r"dy has shape"),
+    "dy-shape-max": (lambda: nc.max_pool2d_backward(DYP[:1], IDX[:1], X.shape, 2, stride=1),
+                     ValueError, r"dy has shape"),
+    "dy-shape-avg": (lambda: nc.avg_pool2d_backward(DYP, X.shape, 2, ceil_mode=True), ValueError,
+                     r"dy has shape"),
+    "dy-shape-lp": (lambda: nc.lp_pool2d_backward(DYP, X, YLP, 2, 3), ValueError,
+                    r"dy has shape"),
+    "y-shape-lp": (lambda: nc.lp_pool2d_backward(DYP, X, YLP[:, :1], 2, 2), ValueError,
+                   r"y must be the forward output"),
+    "dy-shape-global": (lambda: nc.global_pool_backward(GY[:1], GIDX[:1], X.shape, "max"),
+                        ValueError, r"dy has shape"),
+    "idx-float": (lambda: nc.max_pool2d_backward(DYP, IDX.astype(float), X.shape, 2), ValueError,
+                  r"idx must be the integer index array"),
+    "idx-shape": (lambda: nc.max_pool2d_backward(DYP, IDX[:, :, :1], X.shape, 2), ValueError,
+                  r"idx"),
+    "idx-missing-global-max": (lambda: nc.global_pool_backward(GY, None, X.shape, "max"),
+                               ValueError, r"needs idx"),
+    # Lp norm order
+    "p-below-1": (lambda: nc.lp_pool2d(X, 0.5, 2), ValueError, r"p must be >= 1"),
+    "p-zero-bwd": (lambda: nc.lp_pool2d_backward(DYP, X, YLP, 0, 2), ValueError,
+                   r"p must be >= 1"),
+    "p-negative-1d": (lambda: nc.lp_pool1d(X1, -2, 2), ValueError, r"p must be >= 1"),
+    "p-nan": (lambda: nc.lp_pool2d(X, math.nan, 2), ValueError, r"p must be >= 1"),
+    "p-string": (lambda: nc.lp_pool2d(X, "two", 2), TypeError, r"p must be a number"),
+    # global pooling kind
+    "global-kind": (lambda: nc.global_pool(X, "median"), ValueError,
+                    r"kind 'median' is unknown"),
+    "global-kind-bwd": (lambda: nc.global_pool_backward(GY, GIDX, X.shape, "min"), ValueError,
+                        r"kind 'min' is unknown"),
+    # device
+    "device-unknown": (lambda: nc.conv2d(X, W, device="tpu"), ValueError,
+                       r"device 'tpu' is unknown"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_inputs_raise_naming_the_parameter(name):
+    call, exc, match = BAD[name]
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_every_error_is_a_value_or_type_error_before_any_kernel_runs(monkeypatch):
+    """Validation happens in the ops layer: with the kernels replaced by a tripwire, every bad
+    input above still raises its error."""
+    import numconv.ops._device as device
+
+    def tripwire(_device):
+        raise AssertionError("a kernel module was requested for invalid input")
+
+    monkeypatch.setattr(device, "kernels_for", tripwire)
+    import numconv.ops.conv as conv_ops
+    import numconv.ops.pool as pool_ops
+    monkeypatch.setattr(conv_ops, "kernels_for", tripwire)
+    monkeypatch.setattr(pool_ops, "kernels_for", tripwire)
+    for name, (call, exc, match) in BAD.items():
+        if name == "device-unknown":
+            continue
+        with pytest.raises(exc, match=match):
+            call()
+
+
+# ---------------------------------------------------------------- validation gaps (numconv bugs)
+
+@pytest.mark.parametrize("which", ["dy32", "y32", "x32"])
+def test_lp_backward_rejects_mixed_dtypes(which):
+    x, y, dy = X, YLP, np.ones(YLP.shape)
+    if which == "dy32":
+        dy = dy.astype(np.float32)
+    elif which == "y32":
+        y = y.astype(np.float32)
+    else:
+        x = x.astype(np.float32)
+    with pytest.raises(TypeError, match=r"float32"):
+        nc.lp_pool2d_backward(dy, x, y, 2, 2)
+
+
+def test_global_pool_backward_rejects_idx_of_the_wrong_shape():
+    with pytest.raises((ValueError, TypeError)) as info:
+        nc.global_pool_backward(GY, GIDX[0], X.shape, "max")
+    assert not isinstance(info.value, numba.core.errors.NumbaError)
+    assert "idx" in str(info.value).splitlines()[0]
+
+
+def test_global_pool_backward_rejects_idx_outside_the_input():
+    with pytest.raises(ValueError, match=r"idx"):
+        nc.global_pool_backward(GY, np.full(GY.shape, -1), X.shape, "max")
+
+
+@pytest.mark.parametrize("device", ["cpu", "reference"])
+def test_max_pool_backward_rejects_idx_outside_the_input(device):
+    with pytest.raises(ValueError, match=r"idx"):
+        nc.max_pool2d_backward(DYP, np.full(IDX.shape, 1000), X.shape, 2, device=device)
