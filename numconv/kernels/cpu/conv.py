@@ -44,37 +44,60 @@ def _valid_range(start, step, size, count):
     return a, b
 
 
+@njit(cache=True, inline="always")
+def _run_range(start, step, size, count):
+    """_valid_range without a division in the common stride-1 case."""
+    if step == 1:
+        a = min(count, max(0, -start))
+        b = max(a, min(count, size - start))
+        return a, b
+    return _valid_range(start, step, size, count)
+
+
 @njit(cache=True)
 def _im2col_tile(col, x, c0, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0):
-    """col[r, q] = x[n, c0 + c, ih, iw] for column j0 + q, r = (c, m, k); 0 in the padding."""
+    """col[r, q] = x[n, c0 + c, ih, iw] for column j0 + q, r = (c, m, k); 0 in the padding.
+
+    The tile's columns are walked in runs along one output row; a run's valid span for each k is
+    found once and reused for every (c, m), so the work per element is a copy."""
     R, m_cols = col.shape
     H, W = x.shape[2], x.shape[3]
-    for r in range(R):
-        c = r // (KH * KW)
-        m = (r // KW) % KH
-        k = r % KW
-        q = 0
-        while q < m_cols:
-            j = j0 + q
-            n = j // P
-            p = j - n * P
-            oh = p // OW
-            ow0 = p - oh * OW
-            run = min(OW - ow0, m_cols - q)
-            ih = oh * sh - pt + m * dh
-            if ih < 0 or ih >= H:
-                for t in range(run):
-                    col[r, q + t] = 0
-            else:
-                start = ow0 * sw - pl + k * dw
-                a, b = _valid_range(start, sw, W, run)
-                for t in range(a):
-                    col[r, q + t] = 0
-                for t in range(a, b):
-                    col[r, q + t] = x[n, c0 + c, ih, start + t * sw]
-                for t in range(b, run):
-                    col[r, q + t] = 0
-            q += run
+    Cg = R // (KH * KW)
+    ak = np.empty(KW, np.int64)
+    bk = np.empty(KW, np.int64)
+    sk = np.empty(KW, np.int64)
+    q = 0
+    while q < m_cols:
+        j = j0 + q
+        n = j // P
+        p = j - n * P
+        oh = p // OW
+        ow0 = p - oh * OW
+        run = min(OW - ow0, m_cols - q)
+        for k in range(KW):
+            sk[k] = ow0 * sw - pl + k * dw
+            ak[k], bk[k] = _run_range(sk[k], sw, W, run)
+        for c in range(Cg):
+            for m in range(KH):
+                ih = oh * sh - pt + m * dh
+                r0 = (c * KH + m) * KW
+                if ih < 0 or ih >= H:
+                    for k in range(KW):
+                        for t in range(run):
+                            col[r0 + k, q + t] = 0
+                    continue
+                src = x[n, c0 + c, ih]
+                for k in range(KW):
+                    a, b, start = ak[k], bk[k], sk[k]
+                    dst = col[r0 + k, q:q + run]
+                    dst[:a] = 0
+                    if sw == 1:
+                        dst[a:b] = src[start + a:start + b]
+                    else:
+                        for t in range(a, b):
+                            dst[t] = src[start + t * sw]
+                    dst[b:] = 0
+        q += run
 
 
 @njit(cache=True)
