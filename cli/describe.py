@@ -1,5 +1,9 @@
 """`numconv describe MODEL`: a model's layers (output shape, parameters, multiply-accumulates,
-receptive field), its totals and its paper's training recipe, as rich tables."""
+receptive field), its totals and its paper's training recipe, as rich tables.
+
+Receptive fields are in input pixels: size (extent seen by one unit), jump (distance between
+neighbouring units) and start (the input coordinate of the first unit's centre, pixel centres at
+0, 1, 2, ...)."""
 import click
 
 
@@ -18,9 +22,12 @@ def parse_input(text):
 
 
 def _rf(rf):
-    """Receptive field per dimension as 'size/jump' ('11/4'), one entry if the dims agree."""
-    parts = [f"{int(size)}/{int(jump)}" for size, jump, _ in rf]
-    return parts[0] if len(set(parts)) == 1 else " x ".join(parts)
+    """Receptive field per dimension as ('size/jump', 'start'), e.g. ('11/4', '5'); one entry when
+    the dimensions agree, 'a x b' otherwise."""
+    def one(parts):
+        return parts[0] if len(set(parts)) == 1 else " x ".join(parts)
+    return (one([f"{int(size)}/{int(jump)}" for size, jump, _ in rf]),
+            one([f"{start:g}" for _, _, start in rf]))
 
 
 def _shape(shape):
@@ -78,14 +85,15 @@ def describe(model, input_text, classes, width, classic, aux, joins):
                         + (f", width {width:g}" if width != 1 else "")
                         + "".join(f", {k}" for k in options))
     for col, just in (("layer", "left"), ("type", "left"), ("output", "right"),
-                      ("params", "right"), ("MACs", "right"), ("RF size/jump", "right")):
+                      ("params", "right"), ("MACs", "right"), ("RF size/jump", "right"),
+                      ("RF start", "right")):
         table.add_column(col, justify=just, overflow="fold")
     for r in rows:
         if r.kind == "join" and not joins:
             continue
         style = "dim" if r.kind == "join" else None
         table.add_row(r.name, r.type, _shape(r.out_shape), f"{r.params:,}" if r.params else "",
-                      f"{r.macs:,}" if r.macs else "", _rf(r.rf), style=style)
+                      f"{r.macs:,}" if r.macs else "", *_rf(r.rf), style=style)
     console.print(table)
     n_params = models.count_parameters(net)
     console.print(f"parameters: {n_params:,} trainable"
