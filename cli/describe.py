@@ -101,7 +101,7 @@ def describe(model, input_text, classes, width, classic, aux, joins):
                      if n_params != net.num_parameters() else "")
                   + f"   MACs per example: {total.macs:,}   output: {_shape(total.out_shape)}")
 
-    rec = models.recipe(model)
+    rec = models.recipe(model, classic=classic)
     recipe = Table(title=f"training recipe ({rec.pop('source')})", show_header=False)
     recipe.add_column("key")
     recipe.add_column("value")

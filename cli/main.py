@@ -10,9 +10,16 @@ COMMANDS = {
     "describe": ("cli.describe", "describe",
                  "Show a model's layers: shapes, parameters, MACs, receptive fields."),
     "train-image": ("cli.train_image", "train_image", "Train an image CNN (default: LeNet-5)."),
+    "train-text": ("cli.train_text", "train_text",
+                   "Train a text CNN (Kim sentence classifier or window tagger)."),
     "evaluate": ("cli.evaluate", "evaluate", "Evaluate a saved run on its test split."),
     "predict": ("cli.predict", "predict", "Classify images with a saved run."),
     "export": ("cli.export", "export", "Write a run's weights as safetensors for PyTorch."),
+    "visualize": ("cli.visualize", "visualize",
+                  "Draw a run's filters, maximise activations, measure shift equivariance."),
+    "neighbors": ("cli.neighbors", "neighbors",
+                  "Show the training images nearest to images in feature space."),
+    "plot": ("cli.plot", "plot", "Plot loss and accuracy curves of one or more runs."),
 }
 
 

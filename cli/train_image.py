@@ -5,9 +5,13 @@ import click
 from cli._common import fail_cleanly
 
 
-def _models():
-    from numconv import models
-    return sorted(models.MODELS)
+def _int_list(value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated epochs such as 91,136, got {value!r}")
 
 
 @click.command("train-image")
@@ -25,8 +29,11 @@ def _models():
 @click.option("--momentum", type=float, help="SGD momentum.")
 @click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum for SGD.")
 @click.option("--weight-decay", type=float, help="L2 weight decay.")
-@click.option("--schedule", type=click.Choice(["constant", "step", "cosine", "plateau"]),
+@click.option("--schedule", type=click.Choice(["constant", "step", "multistep", "cosine",
+                                                "plateau"]),
               help="Learning-rate schedule.")
+@click.option("--milestones", callback=lambda ctx, p, v: _int_list(v),
+              help="Epochs where 'multistep' divides the rate, e.g. 91,136.")
 @click.option("--warmup", "warmup_epochs", type=float, help="Linear warm-up, in epochs.")
 @click.option("--augment/--no-augment", default=None,
               help="Random crop and horizontal flip as the recipe says (--no-augment: none).")
@@ -35,6 +42,7 @@ def _models():
               help="Width multiplier: scales every layer's channel count.")
 @click.option("--input-size", type=int, help="Square input size (default: the model's).")
 @click.option("--classic", is_flag=True, help="LeNet-5 only: the 1998 tanh/average-pool variant.")
+@click.option("--aux", is_flag=True, help="GoogLeNet only: train the auxiliary classifiers too.")
 @click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
               help="Fraction of training data held out for validation when none is given.")

@@ -15,9 +15,17 @@ CPU_TILE_MAX_COLS = 4096
 # order). A segment holds this many tiles.
 CPU_WGRAD_TILES_PER_SEGMENT = 8
 
-# CUDA launch configuration (used by the GPU backend).
+# CUDA launch configuration (numconv.kernels.cuda). Threads per block of the one-thread-per-element
+# kernels and of the bias-gradient reduction (any positive count; a multiple of 32 fills warps).
 CUDA_THREADS_PER_BLOCK = 128
+# Tiled convolution forward: blocks of CUDA_TILE x CUDA_TILE threads, each computing CUDA_TILE output
+# channels by CUDA_TILE output pixels from CUDA_TILE x CUDA_TILE tiles in shared memory.
 CUDA_TILE = 16
+# "tiled" (shared-memory implicit GEMM) or "direct" (one thread per output element).
+CUDA_CONV_FORWARD = "tiled"
+# Weight gradients: each thread sums one dw element over a segment of this many output positions;
+# segments are then added in order (as CPU_WGRAD_TILES_PER_SEGMENT does on the CPU).
+CUDA_WGRAD_SEGMENT = 2048
 
 # Tolerances, defined once.
 RTOL = {"float32": 1e-4, "float64": 1e-10}

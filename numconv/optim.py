@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 OPTIMIZERS = ("sgd", "adam", "adadelta")
-SCHEDULES = ("constant", "step", "cosine", "plateau")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 
 
 class Optimizer:
@@ -137,13 +137,15 @@ def make_optimizer(name, named_parameters, lr, momentum=0.9, nesterov=False, wei
 
 
 class Schedule:
-    """Learning rate per epoch: 'constant', 'step' (times gamma every step_size epochs), 'cosine'
-    (from base_lr down to min_lr over the run) or 'plateau' (times factor when the validation
+    """Learning rate per epoch: 'constant', 'step' (times gamma every step_size epochs),
+    'multistep' (times gamma at each epoch in `milestones`, or the explicit `lr_values`: the rate
+    before the first milestone, between the first and second, ...), 'cosine' (from base_lr down to
+    min_lr over the run) or 'plateau' (times factor when the validation
     metric has not improved for `patience` epochs). An optional linear warm-up over the first
     `warmup_epochs` ramps from base_lr / 10 (by fractional epoch, i.e. per batch)."""
 
     def __init__(self, kind, base_lr, epochs, step_size=30, gamma=0.1, factor=0.1, patience=5,
-                 min_lr=0.0, warmup_epochs=0.0):
+                 min_lr=0.0, warmup_epochs=0.0, milestones=(), lr_values=None):
         if kind not in SCHEDULES:
             raise ValueError(f"schedule {kind!r} is unknown; use one of {', '.join(SCHEDULES)}")
         if base_lr <= 0:
@@ -152,6 +154,13 @@ class Schedule:
         self.step_size, self.gamma = step_size, gamma
         self.factor, self.patience, self.min_lr = factor, patience, min_lr
         self.warmup_epochs = warmup_epochs
+        self.milestones = sorted(int(m) for m in (milestones or ()))
+        if kind == "multistep" and not self.milestones:
+            raise ValueError("schedule 'multistep' needs milestones (epochs where the rate drops)")
+        if lr_values is not None and len(lr_values) != len(self.milestones) + 1:
+            raise ValueError(f"lr_values needs one rate per interval: {len(self.milestones) + 1} "
+                             f"for milestones {self.milestones}, got {len(lr_values)}")
+        self.lr_values = list(lr_values) if lr_values is not None else None
         self.plateau_scale = 1.0
         self.best = -math.inf
         self.bad_epochs = 0
@@ -160,6 +169,10 @@ class Schedule:
         """epoch: 0-based, fractional within an epoch."""
         if self.kind == "step":
             lr = self.base_lr * self.gamma ** (int(epoch) // self.step_size)
+        elif self.kind == "multistep":
+            passed = sum(1 for m in self.milestones if int(epoch) >= m)
+            lr = (self.lr_values[passed] * self.base_lr / self.lr_values[0] if self.lr_values
+                  else self.base_lr * self.gamma ** passed)
         elif self.kind == "cosine":
             t = min(epoch / max(self.epochs, 1), 1.0)
             lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))

@@ -335,7 +335,7 @@ def test_googlenet_aux_outputs_in_training_only_and_their_gradients():
 
 # -------------------------------------------------------------------------------------- recipes
 
-TRAINER_SCHEDULES = ("constant", "step", "cosine", "plateau")
+from numconv.optim import SCHEDULES as TRAINER_SCHEDULES
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
@@ -363,6 +363,10 @@ def test_recipes_say_what_the_papers_say():
     assert models.recipe("vgg16")["batch_size"] == 256
     g = models.recipe("googlenet")
     assert (g["schedule"], g["step_size"], g["gamma"], g["momentum"]) == ("step", 8, 0.96, 0.9)
-    le = models.recipe("lenet5")
+    le = models.recipe("lenet5", classic=True)
     assert (le["batch_size"], le["epochs"], le["lr_values"][0]) == (1, 20, 5e-4)
+    assert (le["schedule"], le["milestones"]) == ("multistep", [2, 5, 8, 12])
+    modern = models.recipe("lenet5")
+    assert modern["batch_size"] == 64 and modern["schedule"] == "cosine"
+    assert models.recipe("resnet20")["schedule"] == "multistep"
     assert models.recipe("resnet50")["weight_decay"] == 1e-4

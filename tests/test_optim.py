@@ -89,3 +89,17 @@ def test_schedules():
     with pytest.raises(ValueError, match="learning rate must be > 0"):
         Schedule("step", 0.0, 10)
     assert math.isfinite(Schedule("cosine", 0.1, 0).lr(0))
+
+
+def test_multistep_schedule():
+    s = Schedule("multistep", 0.1, 182, gamma=0.1, milestones=[91, 136])
+    assert [s.lr(e) for e in (0, 90.9, 91, 135, 136, 181)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    le = Schedule("multistep", 5e-4, 20, milestones=[2, 5, 8, 12],
+                  lr_values=[5e-4, 2e-4, 1e-4, 5e-5, 1e-5])
+    assert [le.lr(e) for e in (0, 2, 5, 8, 12, 19)] == pytest.approx(
+        [5e-4, 2e-4, 1e-4, 5e-5, 1e-5, 1e-5])
+    with pytest.raises(ValueError, match="needs milestones"):
+        Schedule("multistep", 0.1, 10)
+    with pytest.raises(ValueError, match="one rate per interval"):
+        Schedule("multistep", 0.1, 10, milestones=[5], lr_values=[0.1])

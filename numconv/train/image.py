@@ -39,12 +39,17 @@ class ImageConfig:
     step_size: int = None
     gamma: float = None
     warmup_epochs: float = None
+    milestones: list = None
+    lr_values: list = None
+    factor: float = None
+    patience: int = None
     crop_padding: int = None
     flip: bool = None
     label_smoothing: float = None
     width: float = 1.0
     input_size: int = None
     classic: bool = False
+    aux: bool = False
     device: str = "cpu"
     threads: int = None
     seed: int = 0
@@ -58,10 +63,14 @@ class ImageConfig:
         if self.model not in models.MODELS:
             raise ValueError(f"model {self.model!r} is unknown; choose one of "
                              f"{', '.join(sorted(models.MODELS))}")
-        rec = models.recipe(self.model)
+        rec = models.recipe(self.model, classic=self.classic)
         self.recipe = dict(rec)
+        if self.lr is not None and self.lr_values is None and rec.get("lr_values"):
+            # A user's --lr rescales the recipe's piecewise rates rather than fighting them.
+            self.lr_values = [v * self.lr / rec["lr_values"][0] for v in rec["lr_values"]]
         for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
                     "weight_decay", "schedule", "step_size", "gamma", "warmup_epochs",
+                    "milestones", "lr_values", "factor", "patience",
                     "crop_padding", "flip", "label_smoothing"):
             if getattr(self, key) is None:
                 setattr(self, key, rec.get(key, _FALLBACK[key]))
@@ -78,7 +87,22 @@ class ImageConfig:
 
 _FALLBACK = dict(epochs=10, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9,
                  nesterov=False, weight_decay=0.0, schedule="constant", step_size=30, gamma=0.1,
-                 warmup_epochs=0.0, crop_padding=0, flip=False, label_smoothing=0.0)
+                 warmup_epochs=0.0, milestones=None, lr_values=None, factor=0.1, patience=5,
+                 crop_padding=0, flip=False, label_smoothing=0.0)
+
+
+def model_options(model, classic=False, aux=False):
+    """The model-specific switches, checked: --classic is LeNet-5's, --aux GoogLeNet's."""
+    opts = {}
+    if classic:
+        if model != "lenet5":
+            raise ValueError(f"--classic applies to lenet5 only, not {model}")
+        opts["classic"] = True
+    if aux:
+        if model != "googlenet":
+            raise ValueError(f"--aux applies to googlenet only, not {model}")
+        opts["aux"] = True
+    return opts
 
 
 class EpochBatches:
@@ -187,7 +211,7 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     channels = C
     model = models.build_model(cfg.model, num_classes=len(dataset.classes), in_channels=channels,
                                input_size=(H, W), width=cfg.width, seed=cfg.seed,
-                               **({"classic": True} if cfg.classic else {}))
+                               **model_options(cfg.model, cfg.classic, cfg.aux))
     spec = dict(input_size=(H, W), channels=channels, mean=dataset.mean, std=dataset.std,
                 crop_padding=cfg.crop_padding, flip=cfg.flip)
 
@@ -197,7 +221,9 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     optimizer = make_optimizer(cfg.optimizer, model.named_parameters(), cfg.lr, cfg.momentum,
                                cfg.nesterov, cfg.weight_decay)
     schedule = Schedule(cfg.schedule, cfg.lr, cfg.epochs, step_size=cfg.step_size,
-                        gamma=cfg.gamma, warmup_epochs=cfg.warmup_epochs)
+                        gamma=cfg.gamma, factor=cfg.factor, patience=cfg.patience,
+                        warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones or (),
+                        lr_values=cfg.lr_values if cfg.schedule == "multistep" else None)
     if resume:
         try:
             model.load_state_dict(model_state)
@@ -218,8 +244,12 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         x, y = batch
         logits = model_.forward(x)
         loss, dlogits = loss_fn(logits, y)
-        model_.backward(dlogits)
-        return loss, int(np.sum(np.argmax(logits, axis=1) == y)), len(y)
+        aux, aux_grads = models.aux_loss(model_, loss_fn, y)   # GoogLeNet's auxiliary heads
+        if aux_grads:
+            model_.backward(dlogits, aux_grads=aux_grads)
+        else:
+            model_.backward(dlogits)
+        return loss + aux, int(np.sum(np.argmax(logits, axis=1) == y)), len(y)
 
     eval_bs = max(cfg.batch_size, 256)
     state, finished = loop.fit(

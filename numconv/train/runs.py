@@ -3,6 +3,7 @@ import json
 import os
 
 from numconv import models
+from numconv.train.image import model_options
 from numconv.train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 
 
@@ -28,7 +29,8 @@ def load_run(run_dir, which="best"):
     C, H, W = cfg["input_shape"]
     model = models.build_model(cfg["model"], num_classes=len(cfg["classes"]), in_channels=C,
                                input_size=(H, W), width=cfg.get("width", 1.0), seed=0,
-                               **({"classic": True} if cfg.get("classic") else {}))
+                               **model_options(cfg["model"], cfg.get("classic", False),
+                                               cfg.get("aux", False)))
     try:
         model.load_state_dict(state)
     except ValueError as exc:
