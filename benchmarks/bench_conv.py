@@ -1,7 +1,7 @@
 """numconv vs PyTorch (CPU, float32) on the convolution layers of classic CNNs.
 
     python benchmarks/bench_conv.py [--repeat N] [--warmup N] [--threads T] [--layers NAME,...]
-                                    [--seed S] [--json PATH]
+                                    [--threading-layer L] [--seed S] [--json PATH]
 
 For every layer it measures
 - forward: y = conv(x, w, b)                         (PyTorch under torch.no_grad())
@@ -16,10 +16,18 @@ Before timing a layer the script checks once that numconv's y, dx, dw and db mat
 difference relative to the max abs value of PyTorch's result < 1e-4) and stops with an error if not:
 a fast wrong answer is not a result.
 
+numba runs on its 'workqueue' threading layer by default (--threading-layer). Its usual 'omp' layer
+loads the system libgomp while torch ships its own libgomp, and with two GNU OpenMP runtimes in one
+process, runs of this script aborted with "malloc(): unsorted double linked list corrupted" inside
+numconv's weight gradient after a few large layers (the same kernels ran cleanly without torch, and
+with torch on 'workqueue'). Pass --threading-layer omp to measure that layer anyway.
+
 Both libraries get the same arrays (torch.from_numpy shares the memory) and the same thread count
 (numba.set_num_threads, torch.set_num_threads). Each library's runs for a layer are timed as one
 block, with a short pause between blocks, so one library's idle-spinning worker threads do not steal
-cores from the other's measurement.
+cores from the other's measurement. The last column, "busy elsewhere", is how many cores other
+processes kept busy while a layer was timed (from /proc/stat); above 0.25 the script warns, because
+a shared machine slows the two libraries by different amounts (torch's OpenMP barriers suffer most).
 """
 import argparse
 import faulthandler
@@ -36,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 TARGET_RATIO = 0.8      # numconv throughput / PyTorch throughput a layer should reach
 MATCH_TOL = 1e-4        # max |numconv - torch| / max |torch| for the one-off check
+BUSY_WARN = 0.25        # cores kept busy by other processes while timing: above this, distrust it
 PAUSE_S = 0.2           # between timing blocks: lets the other library's worker threads go idle
 
 
@@ -100,6 +109,10 @@ def parse_args(argv=None):
     p.add_argument("--layers", default=None,
                    help="comma-separated layer names to run (default: all): "
                         + ", ".join(LAYERS_BY_NAME))
+    p.add_argument("--threading-layer", default="workqueue",
+                   choices=("workqueue", "omp", "tbb", "default"),
+                   help="numba threading layer (default workqueue: 'omp' shares the process with "
+                        "torch's own libgomp, which crashed; 'default' lets numba choose)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write the results as JSON to PATH")
@@ -239,6 +252,19 @@ def check_match(layer, nc_out, torch_out):
     return diffs
 
 
+def _cpu_snapshot():
+    """(busy CPU seconds of the whole machine, CPU seconds of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)         # idle + iowait
+    busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")      # user..steal
+    t = os.times()
+    return busy, t.user + t.system
+
+
 def time_block(fn, warmup, repeat):
     """Median wall time in seconds of `repeat` calls after `warmup` untimed ones, and all times."""
     import gc
@@ -267,6 +293,7 @@ def bench_layer(layer, args):
            "N": layer.N, "C": layer.C, "spatial": list(layer.spatial), "O": layer.O,
            "kernel": list(layer.kernel), "padding": layer.padding,
            "flops_forward": flops, "flops_forward_backward": 3 * flops, "max_rel_diff": diffs}
+    before, t_start = _cpu_snapshot(), time.perf_counter()
     for lib, fwd, fb in (("numconv", nc_fwd, nc_fb), ("torch", t_fwd, t_fb)):
         med_f, times_f = time_block(fwd, args.warmup, args.repeat)
         med_fb, times_fb = time_block(fb, args.warmup, args.repeat)
@@ -277,6 +304,10 @@ def bench_layer(layer, args):
     res["ratio_forward"] = res["numconv"]["forward_gflops"] / res["torch"]["forward_gflops"]
     res["ratio_forward_backward"] = (res["numconv"]["forward_backward_gflops"]
                                      / res["torch"]["forward_backward_gflops"])
+    after, wall = _cpu_snapshot(), time.perf_counter() - t_start
+    # Over the whole timing section (>= 4 pauses long), so /proc/stat's 10 ms ticks stay small.
+    res["other_cores_busy"] = (None if before is None or after is None else
+                               max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall))
     res["meets_target"] = (res["ratio_forward"] >= TARGET_RATIO
                            and res["ratio_forward_backward"] >= TARGET_RATIO)
     return res
@@ -311,6 +342,7 @@ def render_table(results):
     for head in ("numconv fwd", "torch fwd", "ratio", "numconv f+b", "torch f+b", "ratio"):
         table.add_column(head, justify="right")
     table.add_column("verdict", no_wrap=True)
+    table.add_column("busy elsewhere", justify="right")
 
     def ratio(r):
         style = "green" if r >= TARGET_RATIO else "red"
@@ -319,12 +351,15 @@ def render_table(results):
     for r in results:
         nc, th = r["numconv"], r["torch"]
         verdict = "[green]ok[/green]" if r["meets_target"] else "[red]below target[/red]"
+        busy = r["other_cores_busy"]
+        busy_text = ("n/a" if busy is None else f"[yellow]{busy:.2f}[/yellow]" if busy > BUSY_WARN
+                     else f"{busy:.2f}")
         table.add_row(r["layer"], r["shape"],
                       f"{nc['forward_gflops']:.1f}", f"{th['forward_gflops']:.1f}",
                       ratio(r["ratio_forward"]),
                       f"{nc['forward_backward_gflops']:.1f}",
                       f"{th['forward_backward_gflops']:.1f}",
-                      ratio(r["ratio_forward_backward"]), verdict)
+                      ratio(r["ratio_forward_backward"]), verdict, busy_text)
     return table
 
 
@@ -334,6 +369,8 @@ def main(argv=None):
     if args.threads > args.usable_cores:
         # numba refuses set_num_threads above NUMBA_NUM_THREADS, fixed when numba is imported
         os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
+    if args.threading_layer != "default":
+        os.environ["NUMBA_THREADING_LAYER"] = args.threading_layer   # read when numba is imported
 
     import numba
     import numpy as np
@@ -385,11 +422,20 @@ def main(argv=None):
     console.print()
     console.print(render_table(results))
     met = sum(r["meets_target"] for r in results)
+    console.print("busy elsewhere: average cores other processes kept busy while the layer was "
+                  "timed (/proc/stat minus this process)")
+    noisy = [r["layer"] for r in results
+             if r["other_cores_busy"] is not None and r["other_cores_busy"] > BUSY_WARN]
+    if noisy:
+        console.print(f"[yellow]warning: other processes used > {BUSY_WARN} cores while "
+                      f"{', '.join(noisy)} were timed; those numbers understate both libraries "
+                      f"unevenly. Rerun on an idle machine.[/yellow]")
     console.print(f"{met}/{len(results)} layers reach numconv/torch >= {TARGET_RATIO} in both "
                   f"forward and forward+backward")
 
     if args.json is not None:
         payload = {"machine": info, "settings": {"repeat": args.repeat, "warmup": args.warmup,
+                                                 "threading_layer": args.threading_layer,
                                                  "seed": args.seed, "target_ratio": TARGET_RATIO,
                                                  "match_tol": MATCH_TOL},
                    "compile_s": compile_s, "results": results}

@@ -73,7 +73,7 @@ def train_image(resume_dir, augment, device, **opts):
         cfg.run_dir = resume_dir
     with fail_cleanly(), ProgressPrinter(console, "images") as printer:
         summary = run(cfg, callbacks=printer.callbacks(), resume=bool(resume_dir))
-    console.print(f"trained {cfg.model if not resume_dir else 'run'} on {summary['dataset']}; "
+    console.print(f"trained {summary['model']} on {summary['dataset']}; "
                   f"best validation accuracy {summary['best_val_acc']:.2%} "
                   f"(epoch {summary['best_epoch']})")
     if summary.get("test"):

@@ -260,7 +260,8 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         evaluate=lambda m: evaluate_split(m, dataset.val, prepare, eval_bs, loss_fn)[0],
         run_dir=run_dir, state=state, callbacks=cb, stop_flag=stop_flag,
         extra_meta={"kind": "image", "model": cfg.model})
-    summary = {"run_dir": run_dir, "finished": finished, "epochs_done": state.epoch,
+    summary = {"run_dir": run_dir, "model": cfg.model, "finished": finished,
+               "epochs_done": state.epoch,
                "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                "dataset": dataset.source, "history": state.history}
     if finished:

@@ -1,0 +1,155 @@
+"""LeNet-5 training throughput: numconv against PyTorch CPU on the same network, data and machine,
+in the same run; plus one MNIST epoch's wall time for both, and the time to the first training
+step of `numconv train-image` in a fresh process with warm kernel caches.
+
+    python benchmarks/bench_train.py [--batches 64,256] [--steps 40] [--threads T]
+                                     [--mnist ../shared/data/mnist] [--epoch] [--startup]
+
+Prints what it measured: images/s per batch size for both, and the ratio numconv / PyTorch.
+"""
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _numconv_step(model, loss_fn, opt):
+    def step(x, y):
+        model.zero_grad()
+        logits = model.forward(x)
+        loss, d = loss_fn(logits, y)
+        model.backward(d)
+        opt.step()
+        return loss
+    return step
+
+
+def _torch_lenet(torch):
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 120, 5), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def _torch_step(torch, model, opt):
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return float(loss)
+    return step
+
+
+def throughput(step, batches, warmup=3):
+    for x, y in batches[:warmup]:
+        step(x, y)
+    t = time.perf_counter()
+    n = 0
+    for x, y in batches[warmup:]:
+        step(x, y)
+        n += len(y)
+    return n / (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--batches", default="64,256", help="Batch sizes to measure.")
+    ap.add_argument("--steps", type=int, default=40, help="Timed steps per batch size.")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="Threads for both.")
+    ap.add_argument("--mnist", default=None, help="MNIST IDX folder for the one-epoch timing.")
+    ap.add_argument("--epoch", action="store_true", help="Also time one MNIST epoch (batch 64).")
+    ap.add_argument("--startup", action="store_true",
+                    help="Also time a fresh train-image process to its first step.")
+    args = ap.parse_args()
+
+    import numba
+    import torch
+    from numconv import models
+    from numconv.nn import SoftmaxCrossEntropy
+    from numconv.optim import SGD
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"threads {args.threads}; numba {numba.__version__}, torch {torch.__version__}, "
+          f"numpy {np.__version__}")
+
+    rng = np.random.default_rng(0)
+    print(f"{'batch':>6} {'numconv img/s':>14} {'torch img/s':>12} {'ratio':>6}")
+    for bs in [int(b) for b in args.batches.split(",")]:
+        data = [(rng.standard_normal((bs, 1, 32, 32)).astype(np.float32),
+                 rng.integers(0, 10, bs)) for _ in range(args.steps + 3)]
+        model = models.build_model("lenet5", seed=0)
+        ours = throughput(_numconv_step(model, SoftmaxCrossEntropy(),
+                                        SGD(model.named_parameters(), 0.01, 0.9)), data)
+        tmodel = _torch_lenet(torch)
+        topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
+        tdata = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
+        theirs = throughput(_torch_step(torch, tmodel, topt), tdata)
+        print(f"{bs:>6} {ours:>14.0f} {theirs:>12.0f} {ours / theirs:>6.2f}")
+
+    if args.epoch:
+        from numconv.data import images
+        src = args.mnist or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                         "mnist")
+        ds = images.load_images(src)
+        spec = dict(input_size=(32, 32), mean=ds.mean, std=ds.std, channels=1)
+        order = np.random.default_rng(0).permutation(len(ds.train.y))
+        batches = [images.make_batch(ds.train, order[i:i + 64], **spec)
+                   for i in range(0, len(order), 64)]
+        model = models.build_model("lenet5", seed=0)
+        step = _numconv_step(model, SoftmaxCrossEntropy(), SGD(model.named_parameters(), 0.01, 0.9))
+        t = time.perf_counter()
+        for x, y in batches:
+            step(x, y)
+        ours = time.perf_counter() - t
+        tmodel = _torch_lenet(torch)
+        tstep = _torch_step(torch, tmodel, torch.optim.SGD(tmodel.parameters(), lr=0.01,
+                                                           momentum=0.9))
+        t = time.perf_counter()
+        for x, y in batches:
+            tstep(torch.from_numpy(x), torch.from_numpy(y))
+        theirs = time.perf_counter() - t
+        print(f"one MNIST epoch ({len(order)} images, batch 64): numconv {ours:.1f} s, "
+              f"torch {theirs:.1f} s, ratio (torch time / numconv time) {theirs / ours:.2f}")
+
+    if args.startup:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-c",
+                   "import time, sys; t0 = time.perf_counter()\n"
+                   "from numconv.train import loop\n"
+                   "orig = loop.fit\n"
+                   "def fit(*a, **k):\n"
+                   "    cb = k['callbacks']\n"
+                   "    def first(*args):\n"
+                   "        print(f'FIRST_STEP {time.perf_counter() - t0:.2f}', flush=True)\n"
+                   "        raise SystemExit(0)\n"
+                   "    cb.batch_end = first\n"
+                   "    return orig(*a, **k)\n"
+                   "loop.fit = fit\n"
+                   "from cli.main import main\n"
+                   f"main(['train-image', '--dataset', 'digits', '--run-dir', '{tmp}/r'])\n"]
+            for label in ("first run (may compile)", "warm caches"):
+                t = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                line = [x for x in out.stdout.splitlines() if x.startswith("FIRST_STEP")]
+                if not line:
+                    print(f"startup probe failed: {out.stderr[-500:]}")
+                    break
+                print(f"time to first training step, {label}: {line[0].split()[1]} s in-process, "
+                      f"{time.perf_counter() - t:.2f} s wall")
+                subprocess.run(["rm", "-rf", f"{tmp}/r"])
+
+
+if __name__ == "__main__":
+    main()
