@@ -283,7 +283,7 @@ def test_report(run_dir, model, split, prepare, batch_size, loss_fn, classes):
     return report
 
 
-def _run_data(cfg_doc):
+def run_data(cfg_doc):
     """Reload the data a run trained on (the fallback's name when it fell back), same splits."""
     from numconv.data import images as data
     name = cfg_doc.get("dataset_name") if cfg_doc.get("note") else cfg_doc["dataset"]
@@ -301,7 +301,7 @@ def evaluate_run(run_dir, which="best", batch_size=256):
     """Top-1/top-5 error, loss and confusion matrix of a saved run on its test split."""
     from numconv.train.runs import load_run
     cfg_doc, model = load_run(run_dir, which)
-    dataset = _run_data(cfg_doc)
+    dataset = run_data(cfg_doc)
     loss_fn = SoftmaxCrossEntropy()
     metrics, logits = evaluate_split(model, dataset.test, make_preparer(_spec(cfg_doc)),
                                      batch_size, loss_fn)
