@@ -16,3 +16,14 @@ def fail_cleanly():
             RuntimeError) as exc:
         raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) \
             from None
+
+
+def plot_curves(console, run_dir):
+    """Training curves into the run directory, when the plotting extra is installed."""
+    import os
+
+    from numconv.interpret import CURVES_FILE, VizUnavailable, plot_runs
+    try:
+        console.print(f"curves: {plot_runs([run_dir], os.path.join(run_dir, CURVES_FILE))}")
+    except VizUnavailable as exc:
+        console.print(str(exc))

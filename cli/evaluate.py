@@ -16,11 +16,18 @@ def evaluate(run_dir, checkpoint, batch_size, device):
     from rich.console import Console
     from rich.table import Table
 
+    from numconv.text import evaluate_text_run, is_text_run
     from numconv.train.image import evaluate_run
 
     console = Console()
     if device == "cuda":
         raise click.ClickException("device 'cuda' is not available in this build; use --device cpu")
+    if is_text_run(run_dir):
+        with fail_cleanly():
+            report = evaluate_text_run(run_dir, which=checkpoint)
+        f1 = f", chunk F1 {report['f1']:.2f}" if "f1" in report else ""
+        console.print(f"test: accuracy {report['acc']:.2%}{f1}")
+        return
     with fail_cleanly():
         report = evaluate_run(run_dir, which=checkpoint, batch_size=batch_size)
     console.print(f"test: {report['count']} images, top-1 error {report['top1_error']:.2%}, "

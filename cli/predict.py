@@ -1,4 +1,5 @@
-"""`numconv predict RUN IMAGE...`: the label and class probabilities of each image."""
+"""`numconv predict RUN INPUT...`: the label and class probabilities of each image (image runs) or
+sentence (text runs; tagging runs print each word with its tag)."""
 import click
 
 from cli._common import fail_cleanly
@@ -11,14 +12,26 @@ from cli._common import fail_cleanly
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
               show_default=True, help="Where to run.")
 def predict(run_dir, inputs, top, device):
-    """Classify images (files) with a saved run."""
+    """Classify image files, or sentences with a text run."""
     from rich.console import Console
 
+    from numconv.text import is_text_run, predict_text
     from numconv.train.image import predict_files
 
     console = Console()
     if device == "cuda":
         raise click.ClickException("device 'cuda' is not available in this build; use --device cpu")
+    if is_text_run(run_dir):
+        with fail_cleanly():
+            results = predict_text(run_dir, list(inputs))
+        for r in results:
+            if "tags" in r:
+                console.print(" ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"])))
+            else:
+                probs = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:max(1, top)]
+                shown = ", ".join(f"{c} {p:.1%}" for c, p in probs)
+                console.print(f"{r['input']!r}: [bold]{r['label']}[/]  ({shown})")
+        return
     with fail_cleanly():
         results = predict_files(run_dir, list(inputs))
     for path, probs, classes in results:

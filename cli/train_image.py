@@ -2,7 +2,7 @@
 nothing cached, on scikit-learn's bundled 8x8 digits, said in one line)."""
 import click
 
-from cli._common import fail_cleanly
+from cli._common import fail_cleanly, plot_curves
 
 
 def _int_list(value):
@@ -81,18 +81,8 @@ def train_image(resume_dir, augment, device, **opts):
         console.print(f"test: top-1 error {t['top1_error']:.2%}, top-5 error "
                       f"{t['top5_error']:.2%} on {t['count']} images; report in "
                       f"{summary['run_dir']}/report.json")
-        _plot_curves(console, summary["run_dir"])
+        plot_curves(console, summary["run_dir"])
     else:
         console.print(f"stopped early; continue with: numconv train-image --resume "
                       f"{summary['run_dir']}")
 
-
-def _plot_curves(console, run_dir):
-    """Training curves into the run directory, when the plotting extra is installed."""
-    import os
-
-    from numconv.interpret import CURVES_FILE, VizUnavailable, plot_runs
-    try:
-        console.print(f"curves: {plot_runs([run_dir], os.path.join(run_dir, CURVES_FILE))}")
-    except VizUnavailable as exc:
-        console.print(str(exc))

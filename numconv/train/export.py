@@ -10,7 +10,12 @@ from numconv.train.runs import load_run
 def export_safetensors(run_dir, out=None, which="best"):
     from safetensors.numpy import save
 
-    _, model = load_run(run_dir, which)
+    from numconv.text import is_text_run
+    if is_text_run(run_dir):
+        from numconv.text.train import load_text_run
+        model = load_text_run(run_dir, which)[3]
+    else:
+        _, model = load_run(run_dir, which)
     tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
     path = out or os.path.join(run_dir, "model.safetensors")
     atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))

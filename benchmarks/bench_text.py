@@ -1,0 +1,194 @@
+"""Text CNN benchmarks: accuracy on MR (Kim CNN, k-fold CV) and CoNLL-2000 chunking (window
+tagger, chunk F1), and training throughput against PyTorch CPU for the same networks.
+
+    python benchmarks/bench_text.py mr [--variant rand|non-static] [--vectors glove-6b-50d]
+                                       [--folds 10] [--max-folds N] [--epochs 25]
+    python benchmarks/bench_text.py conll2000 [--vectors glove-6b-50d] [--epochs 10]
+    python benchmarks/bench_text.py speed [--steps 5]
+
+Data come from ../shared/data (see its README). Every figure printed is what was measured in this
+run; nothing is copied from elsewhere.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+
+
+def _print_cb():
+    from numconv.train.loop import Callbacks
+    return Callbacks(epoch_end=lambda r: print(
+        f"  epoch {r['epoch']}: train acc {r['train_acc']:.4f} val acc {r['val_acc']:.4f} "
+        f"{r['items_per_s']:.0f}/s", flush=True), message=lambda m: print(" ", m, flush=True))
+
+
+def bench_mr(args):
+    import tempfile
+    from numconv.text.train import TextConfig, _train_one, load_data
+    cfg = TextConfig(model="kim", dataset=os.path.join(SHARED, "mr"), variant=args.variant,
+                     vectors=args.vectors, epochs=args.epochs, cv=args.folds, seed=args.seed,
+                     threads=args.threads, embed_dim=args.embed_dim, patience=args.patience)
+    cfg.resolve()
+    data = load_data(cfg)
+    accs, bows, t0 = [], [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(min(args.max_folds or args.folds, args.folds)):
+            s = _train_one(cfg, data, os.path.join(tmp, f"fold-{k + 1}"), k, _print_cb())
+            accs.append(s["test"]["acc"])
+            bows.append(s["test"]["bag_of_words_acc"])
+            print(f"fold {k + 1}: CNN {accs[-1]:.4f}  bag-of-words {bows[-1]:.4f}  "
+                  f"(best epoch {s['best_epoch']})", flush=True)
+    a = np.array(accs)
+    print(f"MR Kim CNN-{args.variant}{' + ' + args.vectors if args.vectors else ''}: "
+          f"{len(a)} of {args.folds} folds, accuracy {100 * a.mean():.2f} +- "
+          f"{100 * (a.std(ddof=1) if len(a) > 1 else 0):.2f}; bag-of-words "
+          f"{100 * np.mean(bows):.2f}; {time.perf_counter() - t0:.0f} s")
+
+
+def bench_conll(args):
+    import tempfile
+    from numconv.text.train import TextConfig, train_text
+    cfg = TextConfig(model="window", dataset=os.path.join(SHARED, "conll2000"),
+                     vectors=args.vectors, epochs=args.epochs, seed=args.seed,
+                     threads=args.threads, hidden=args.hidden, lr=args.lr)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.run_dir = os.path.join(tmp, "run")
+        s = train_text(cfg, callbacks=_print_cb())
+    t = s["test"]
+    print(f"CoNLL-2000 window tagger{' + ' + args.vectors if args.vectors else ''}: chunk F1 "
+          f"{t['f1']:.2f} (P {t['precision']:.2f} R {t['recall']:.2f}), token accuracy "
+          f"{100 * t['acc']:.2f}, best epoch {s['best_epoch']}; {time.perf_counter() - t0:.0f} s")
+
+
+def _torch_kim(V, D, K, widths, maps):
+    import torch
+    tnn = torch.nn
+
+    class Kim(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = tnn.Embedding(V, D)
+            self.convs = tnn.ModuleList([tnn.Conv1d(D, maps, k) for k in widths])
+            self.drop = tnn.Dropout(0.5)
+            self.fc = tnn.Linear(maps * len(widths), K)
+
+        def forward(self, ids, masks):
+            x = self.emb(ids).transpose(1, 2)
+            h = [c(x).masked_fill(~m, float("-inf")).amax(dim=2) for c, m in zip(self.convs, masks)]
+            return self.fc(self.drop(torch.relu(torch.cat(h, 1))))
+    return Kim()
+
+
+def bench_speed(args):
+    import torch
+    from numconv.nn import SoftmaxCrossEntropy
+    from numconv.optim import Adadelta, Adam
+    from numconv.text.models import KimCNN, WindowTagger, window_mask
+    from numconv.text.train import pad_batch, tagging_loss
+    torch.set_num_threads(args.threads or os.cpu_count())
+    rng = np.random.default_rng(0)
+    V, widths, maps, L = 18000, (3, 4, 5), 100, 21   # MR: ~18k words, ~21 tokens a sentence
+    loss_fn = SoftmaxCrossEntropy()
+    print("Kim CNN training (forward, backward, Adadelta), sentences/s:")
+    for D in (50, 300):
+        for B in (50, 256):
+            sents = [rng.integers(2, V, rng.integers(L - 8, L + 8)) for _ in range(B)]
+            ids, lengths = pad_batch(sents, max(widths) - 1)
+            y = rng.integers(0, 2, B)
+            m = KimCNN(V, 2, embed_dim=D, widths=widths, maps=maps)
+            opt = Adadelta(m.named_parameters())
+
+            def ours():
+                m.zero_grad()
+                _, d = loss_fn(m.forward((ids, lengths)), y)
+                m.backward(d)
+                opt.step()
+            tm = _torch_kim(V, D, 2, widths, maps)
+            topt = torch.optim.Adadelta(tm.parameters(), rho=0.95, eps=1e-6)
+            tids = torch.tensor(ids)
+            masks = [torch.tensor(window_mask(lengths, max(widths) - 1, k, ids.shape[1] - k + 1)
+                                  )[:, None, :] for k in widths]
+            ty = torch.tensor(y)
+
+            def theirs():
+                topt.zero_grad()
+                torch.nn.functional.cross_entropy(tm(tids, masks), ty).backward()
+                topt.step()
+            r = [_rate(f, B, args.steps) for f in (ours, theirs)]
+            print(f"  D={D:3d} batch {B:3d}: numconv {r[0]:8.0f}  torch {r[1]:8.0f}  "
+                  f"ratio {r[0] / r[1]:.2f}", flush=True)
+    print("window tagger training (forward, backward, Adam), tokens/s:")
+    for D in (50, 300):
+        B = 32
+        sents = [rng.integers(1, V, rng.integers(15, 35)) for _ in range(B)]
+        m = WindowTagger(V, 23, embed_dim=D, window=5, hidden=300)
+        ids, lengths = pad_batch(sents, m.pad)
+        caps, _ = pad_batch([np.ones(len(s), np.int64) for s in sents], m.pad)
+        T = ids.shape[1] - 2 * m.pad
+        tags = rng.integers(0, 23, (B, T))
+        mask = np.arange(T)[None, :] < lengths[:, None]
+        opt = Adam(m.named_parameters())
+
+        def ours():
+            m.zero_grad()
+            _, d, _, _ = tagging_loss(loss_fn, m.forward((ids, caps, lengths)), tags, mask)
+            m.backward(d)
+            opt.step()
+        tnn = torch.nn
+        temb, tcap = tnn.Embedding(V, D), tnn.Embedding(6, 5)
+        tnet = tnn.Sequential(tnn.Conv1d(D + 5, 300, 5), tnn.Hardtanh(), tnn.Conv1d(300, 23, 1))
+        params = list(temb.parameters()) + list(tcap.parameters()) + list(tnet.parameters())
+        topt = torch.optim.Adam(params)
+        tids, tcaps = torch.tensor(ids), torch.tensor(caps)
+        ttags, tmask = torch.tensor(tags), torch.tensor(mask)
+
+        def theirs():
+            topt.zero_grad()
+            x = torch.cat([temb(tids), tcap(tcaps)], 2).transpose(1, 2)
+            logits = tnet(x).transpose(1, 2)[tmask]
+            torch.nn.functional.cross_entropy(logits, ttags[tmask]).backward()
+            topt.step()
+        n = int(mask.sum())
+        r = [_rate(f, n, args.steps) for f in (ours, theirs)]
+        print(f"  D={D:3d} batch {B}: numconv {r[0]:8.0f}  torch {r[1]:8.0f}  "
+              f"ratio {r[0] / r[1]:.2f}", flush=True)
+
+
+def _rate(fn, items, steps):
+    fn()   # warm-up (and JIT compilation)
+    best = 0.0
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        best = max(best, items / (time.perf_counter() - t))
+    return best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("which", choices=["mr", "conll2000", "speed"])
+    p.add_argument("--variant", default="rand")
+    p.add_argument("--vectors")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--max-folds", type=int, help="Run only the first N folds (time budget).")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--embed-dim", type=int)
+    p.add_argument("--hidden", type=int, default=300)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    {"mr": bench_mr, "conll2000": bench_conll, "speed": bench_speed}[args.which](args)
+
+
+if __name__ == "__main__":
+    main()

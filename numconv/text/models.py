@@ -1,0 +1,212 @@
+"""The two text CNNs.
+
+KimCNN (Kim 2014): ids (N, T) -> embedding (N, D, T) -> parallel Conv1d of widths (3, 4, 5) x 100
+maps -> max over time -> ReLU -> concatenation -> dropout 0.5 -> Linear -> logits (N, K).
+  Sentences are laid out as Kim's code does: `pad = max(widths) - 1` padding words before the
+  sentence and at least as many after it (more when the batch's longest sentence is longer). A
+  filter of width k then has len + k - 1 windows that touch the sentence ("wide" convolution); every
+  other window lies wholly in padding and is set to -inf before the max, so padding never wins and
+  gets no gradient, and a sentence's output does not depend on how long its batch is padded.
+  Max then ReLU equals Kim's ReLU then max (ReLU is monotone) and is cheaper.
+  Variants: 'rand' (table learned from U[-a, a]), 'static' (pretrained, frozen), 'non-static'
+  (pretrained, fine-tuned) and 'multichannel' (a frozen and a fine-tuned copy; each filter is
+  applied to both channels and the results added, i.e. one weight shared by the two channels).
+
+WindowTagger (Collobert et al. 2011, window approach): ids (N, T) -> word vectors (+ a 5-d
+capitalisation feature) -> Conv1d of width `window` over padding-token-extended sentences (so
+'same' size: one output per word) -> hardtanh or ReLU hidden layer -> per-word Linear (a width-1
+Conv1d) -> logits (N, K, T), trained with a softmax per word.
+"""
+import numpy as np
+
+from numconv import ops
+from numconv.nn import Conv1d, Dropout, HardTanh, Linear, ReLU
+from numconv.nn.embedding import Embedding
+from numconv.nn.module import Module
+from numconv.ops import nn as F
+
+VARIANTS = ("rand", "static", "non-static", "multichannel")
+ACTIVATIONS = ("hardtanh", "relu")
+
+
+class TiedChannelConv1d(Conv1d):
+    """Conv1d over `copies` stacked copies of a C-channel input with one (O, C, K) weight shared
+    by every copy: y = sum_c conv(x_c, w) + b (Kim's multichannel filters)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, copies=2, **kw):
+        super().__init__(in_channels, out_channels, kernel_size, **kw)
+        self.copies = copies
+
+    def _tiled(self):
+        return np.ascontiguousarray(np.concatenate([self.params["weight"]] * self.copies, axis=1))
+
+    def forward(self, x):
+        self._x = x
+        return ops.conv1d(x, self._tiled(), self.params.get("bias"), device=self.device)
+
+    def backward(self, dy):
+        x, k = self._x, self.kernel_size[0]
+        dw = ops.conv1d_backward_weight(dy, x, k, device=self.device)
+        O, C = self.params["weight"].shape[:2]
+        self.grads["weight"] += dw.reshape(O, self.copies, C, k).sum(axis=1)
+        if "bias" in self.params:
+            self.grads["bias"] += ops.conv1d_backward_bias(dy, device=self.device)
+        if not self.needs_input_grad:
+            return None
+        return ops.conv1d_backward_input(dy, self._tiled(), x.shape, device=self.device)
+
+
+def kim_layout(widths):
+    """Padding words before each sentence (and at least after it)."""
+    return max(widths) - 1
+
+
+def window_mask(lengths, pad, width, n_out):
+    """(N, n_out) bool: window t of a width-`width` filter touches the sentence."""
+    t = np.arange(n_out)[None, :]
+    lengths = np.asarray(lengths)[:, None]
+    return (t >= pad - width + 1) & (t <= pad + lengths - 1)
+
+
+class KimCNN(Module):
+    def __init__(self, vocab_size, num_classes, embed_dim=300, widths=(3, 4, 5), maps=100,
+                 dropout=0.5, variant="rand", pretrained=None, init_scale=0.25, seed=0,
+                 dtype=np.float32):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant {variant!r} is unknown; use one of {', '.join(VARIANTS)}")
+        if variant != "rand" and pretrained is None:
+            raise ValueError(f"variant {variant!r} needs pretrained vectors: pass --vectors "
+                             f"(a file or glove-6b-50d), or use --variant rand")
+        rng = np.random.default_rng([seed, 1])
+        if pretrained is not None:
+            embed_dim = pretrained.shape[1]
+        self.variant, self.widths, self.maps = variant, tuple(widths), maps
+        self.pad = kim_layout(widths)
+        table = None if variant == "rand" else pretrained
+        self.add("embedding", Embedding(vocab_size, embed_dim, weight=table,
+                                        frozen=variant == "static", padding_idx=0,
+                                        init_scale=init_scale, rng=rng, dtype=dtype))
+        copies = 1
+        if variant == "multichannel":
+            self.add("embedding_static", Embedding(vocab_size, embed_dim, weight=pretrained,
+                                                   frozen=True, padding_idx=0, dtype=dtype))
+            copies = 2
+        for i, k in enumerate(self.widths):
+            conv = (TiedChannelConv1d(embed_dim, maps, k, copies=2, init="glorot", rng=rng,
+                                      dtype=dtype) if copies == 2 else
+                    Conv1d(embed_dim, maps, k, init="glorot", rng=rng, dtype=dtype))
+            conv.needs_input_grad = variant != "static"
+            self.add(f"conv{i}", conv)
+        self.add("dropout", Dropout(dropout, seed=seed))
+        self.add("fc", Linear(maps * len(self.widths), num_classes, init="glorot", rng=rng,
+                              dtype=dtype))
+
+    def convs(self):
+        return [self.children[f"conv{i}"] for i in range(len(self.widths))]
+
+    def forward(self, batch):
+        """batch = (ids (N, T) laid out with `self.pad` leading padding words, lengths (N,))."""
+        ids, lengths = batch
+        if ids.shape[1] < 2 * self.pad + 1:
+            raise ValueError(f"a Kim-CNN batch needs at least {2 * self.pad + 1} positions "
+                             f"(use numconv.text.train.pad_batch), got {ids.shape[1]}")
+        x = self.embedding.forward(ids).transpose(0, 2, 1)
+        if self.variant == "multichannel":
+            x = np.concatenate([x, self.embedding_static.forward(ids).transpose(0, 2, 1)], axis=1)
+        x = np.ascontiguousarray(x)
+        pooled, self._pool = [], []
+        for conv, k in zip(self.convs(), self.widths):
+            y = conv.forward(x)
+            valid = window_mask(lengths, self.pad, k, y.shape[2])
+            y = np.where(valid[:, None, :], y, -np.inf).astype(y.dtype, copy=False)
+            m, idx = ops.global_pool(y, "max", return_indices=True)
+            pooled.append(m)
+            self._pool.append((y.shape, idx))
+        self._h = F.relu_forward(np.concatenate(pooled, axis=1))
+        return self.fc.forward(self.dropout.forward(self._h))
+
+    def features(self, batch):
+        """The penultimate layer (N, maps * len(widths)), for inspection."""
+        self.forward(batch)
+        return self._h
+
+    def backward(self, dlogits):
+        dh = F.relu_backward(self.dropout.backward(self.fc.backward(dlogits)), self._h)
+        dx = None
+        for i, (conv, (shape, idx)) in enumerate(zip(self.convs(), self._pool)):
+            dpool = np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
+            d = conv.backward(ops.global_pool_backward(dpool, idx, shape, "max"))
+            if d is not None:
+                dx = d if dx is None else dx + d
+        if dx is not None and not self.embedding.frozen:
+            D = self.embedding.embedding_dim
+            self.embedding.backward(dx[:, :D].transpose(0, 2, 1))
+        return None
+
+
+CAPS = 6   # padding, lower, Initial, ALL CAPS, mIxed, no letters
+
+
+def caps_feature(word):
+    """Collobert's capitalisation feature: 1 lower, 2 Initial, 3 CAPS, 4 mixed, 5 no letters."""
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return 5
+    if all(c.islower() for c in letters):
+        return 1
+    if all(c.isupper() for c in letters):
+        return 3
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return 2
+    return 4
+
+
+class WindowTagger(Module):
+    def __init__(self, vocab_size, num_tags, embed_dim=50, window=5, hidden=300, caps_dim=5,
+                 activation="hardtanh", pretrained=None, init_scale=0.25, seed=0,
+                 dtype=np.float32):
+        super().__init__()
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"--window must be an odd width >= 1 (3 or 5), got {window}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is unknown; use one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        rng = np.random.default_rng([seed, 2])
+        if pretrained is not None:
+            embed_dim = pretrained.shape[1]
+        self.window, self.pad, self.caps_dim = window, window // 2, caps_dim
+        self.add("embedding", Embedding(vocab_size, embed_dim, weight=pretrained,
+                                        init_scale=init_scale, rng=rng, dtype=dtype))
+        if caps_dim:
+            self.add("caps", Embedding(CAPS, caps_dim, init_scale=init_scale, rng=rng, dtype=dtype))
+        conv = Conv1d(embed_dim + caps_dim, hidden, window, init="glorot", rng=rng, dtype=dtype)
+        self.add("conv", conv)
+        self.add("act", HardTanh() if activation == "hardtanh" else ReLU())
+        self.add("out", Conv1d(hidden, num_tags, 1, init="glorot", rng=rng, dtype=dtype))
+
+    def forward(self, batch):
+        """batch = (ids (N, T + 2 pad), caps (N, T + 2 pad), lengths) -> logits (N, K, T)."""
+        ids, caps, _ = batch
+        x = self.embedding.forward(ids)
+        if self.caps_dim:
+            x = np.concatenate([x, self.caps.forward(caps)], axis=2)
+        x = np.ascontiguousarray(x.transpose(0, 2, 1))
+        return self.out.forward(self.act.forward(self.conv.forward(x)))
+
+    def backward(self, dlogits):
+        dx = self.conv.backward(self.act.backward(self.out.backward(dlogits)))
+        D = self.embedding.embedding_dim
+        self.embedding.backward(dx[:, :D].transpose(0, 2, 1))
+        if self.caps_dim:
+            self.caps.backward(dx[:, D:].transpose(0, 2, 1))
+        return None
+
+
+def max_norm_(linear, max_norm=3.0):
+    """Rescale every row of a Linear's weight (one output unit's weights) whose L2 norm exceeds
+    `max_norm` back to it (Kim 2014's constraint, applied after each update)."""
+    w = linear.params["weight"]
+    norms = np.sqrt((w.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    scale = np.minimum(1.0, max_norm / np.maximum(norms, 1e-12))
+    w *= scale.astype(w.dtype)
