@@ -12,31 +12,10 @@ from numconv.text import is_text_run, predict_text
 from numconv.text.train import TextConfig, train_text
 from numconv.train import loop
 from numconv.train.checkpoint import checkpoint_path, load_checkpoint
+from run_helpers import StopAfter, strip_timings
 
 SMALL = ["--maps", "16", "--embed-dim", "24", "--threads", "2"]
 QUICK = dict(maps=16, embed_dim=24, epochs=3, limit=600, seed=1, baseline=False)
-
-
-class StopAfter:
-    """A stop flag that trips after `n` batches, as Ctrl-C would."""
-
-    def __init__(self, n):
-        self.n, self.seen, self.stop = n, 0, False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def tick(self, *args):
-        self.seen += 1
-        if self.seen >= self.n:
-            self.stop = True
-
-
-def _strip(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "items_per_s")} for r in history]
 
 
 def test_default_cli_run_beats_bag_of_words_and_predicts(tmp_path):
@@ -68,7 +47,7 @@ def test_same_seed_same_metrics_and_exact_resume(tmp_path):
     assert (meta["epoch"], meta["batch"]) == (1, 3)
     resumed = train_text(TextConfig(run_dir=str(tmp_path / "part")), resume=True)
     assert resumed["finished"]
-    assert _strip(resumed["history"]) == _strip(full["history"])
+    assert strip_timings(resumed["history"]) == strip_timings(full["history"])
     assert resumed["test"]["confusion_matrix"] == full["test"]["confusion_matrix"]
 
 

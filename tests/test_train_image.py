@@ -11,6 +11,7 @@ from cli.main import main
 from numconv.train import loop
 from numconv.train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from numconv.train.image import ImageConfig, train_image
+from run_helpers import StopAfter, strip_timings
 
 QUICK = dict(model="lenet5", dataset="digits", epochs=2, batch_size=64, optimizer="sgd", lr=0.05,
              momentum=0.9, schedule="constant", limit=640, seed=3)
@@ -18,28 +19,6 @@ QUICK = dict(model="lenet5", dataset="digits", epochs=2, batch_size=64, optimize
 
 def _cfg(tmp_path, name="run", **over):
     return ImageConfig(**dict(QUICK, run_dir=str(tmp_path / name), **over))
-
-
-class StopAfter:
-    """A stop flag that trips after `n` batches, as Ctrl-C would."""
-
-    def __init__(self, n):
-        self.n, self.seen, self.stop = n, 0, False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def tick(self, *args):
-        self.seen += 1
-        if self.seen >= self.n:
-            self.stop = True
-
-
-def _strip(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "items_per_s")} for r in history]
 
 
 def test_run_directory_and_report(tmp_path):
@@ -73,9 +52,9 @@ def test_same_seed_same_metrics_and_exact_resume(tmp_path):
     assert (meta["epoch"], meta["batch"]) == (1, 2)
     resumed = train_image(ImageConfig(run_dir=str(tmp_path / "part")), resume=True)
     assert resumed["finished"]
-    assert _strip(resumed["history"]) == _strip(full["history"])
+    assert strip_timings(resumed["history"]) == strip_timings(full["history"])
     again = train_image(_cfg(tmp_path, "again", epochs=3))
-    assert _strip(again["history"]) == _strip(full["history"])
+    assert strip_timings(again["history"]) == strip_timings(full["history"])
     assert resumed["test"]["confusion_matrix"] == full["test"]["confusion_matrix"]
 
 
