@@ -10,8 +10,10 @@ OP_CHOICES = ("conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg
 @click.command()
 @click.option("--op", type=click.Choice(OP_CHOICES), default=None,
               help="Check only this op (default: every op).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Which kernels to check (always against the NumPy reference).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+              show_default=True,
+              help="Which kernels to check (always against the NumPy reference); auto: cuda "
+                   "where a GPU (or the simulator, NUMBA_ENABLE_CUDASIM=1) is usable, else cpu.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for inputs and probes.")
 @click.option("--eps", type=float, default=None, help="Finite-difference step (default 1e-6).")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance (default 1e-6).")
@@ -33,8 +35,10 @@ def gradcheck(op, device, seed, eps, atol, rtol, fast, failures_only, model, gro
     from rich.table import Table
 
     from numconv import gradcheck as gc
+    from numconv.ops._device import resolve_device
 
     console = Console()
+    device = resolve_device(device)
     tol = gc.Tolerances()
     for name, value in (("eps", eps), ("atol", atol), ("rtol", rtol)):
         if value is not None:

@@ -148,9 +148,10 @@ def test_cli_describe_prints_layers_totals_and_recipe():
     result = CliRunner().invoke(main, ["describe", "lenet5"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "61,706" in result.output and "c5" in result.output
-    assert "LeCun et al. 1998" in result.output
+    assert "momentum" in result.output and "cosine" in result.output   # the modern recipe
     classic = CliRunner().invoke(describe_cmd, ["lenet5", "--classic"], env={"COLUMNS": "200"})
     assert classic.exit_code == 0 and "60,850 trainable (of 61,750 stored)" in classic.output
+    assert "LeCun et al. 1998" in classic.output and "multistep" in classic.output
 
 
 def test_cli_describe_options():

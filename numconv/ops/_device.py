@@ -20,6 +20,13 @@ def kernels_for(device):
     raise ValueError(f"device {device!r} is unknown; use one of {', '.join(DEVICES)}")
 
 
+def resolve_device(device):
+    """'auto' -> 'cuda' where the CUDA kernels can run, else 'cpu'; any other name unchanged."""
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return device
+
+
 def cuda_available():
     """True when the CUDA kernels can run here: a usable GPU, or the CUDA simulator."""
     return cuda_unavailable_reason() is None
