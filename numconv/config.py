@@ -1,8 +1,9 @@
 """Every tunable of numconv in one place: tile sizes, buffer budgets, tolerances.
 
 Kernels read these values through their launchers; no kernel holds a magic number of its own.
-Changing a value here changes speed, never results: tiles and partitions depend only on array
-shapes and these constants, never on the thread count, which keeps results bit-identical.
+Tiles and partitions depend only on array shapes and these constants, never on the thread count,
+so for a given configuration results are bit-identical however many threads run. Changing a tile
+or segment size changes speed and may change the order of summation, hence the last bits.
 """
 
 # CPU convolution: columns (output pixels, batch-major) are processed in tiles of this many columns,
