@@ -16,11 +16,11 @@ Before timing a layer the script checks once that numconv's y, dx, dw and db mat
 difference relative to the max abs value of PyTorch's result < 1e-4) and stops with an error if not:
 a fast wrong answer is not a result.
 
-numba runs on its 'workqueue' threading layer by default (--threading-layer). Its usual 'omp' layer
-loads the system libgomp while torch ships its own libgomp, and with two GNU OpenMP runtimes in one
-process, runs of this script aborted with "malloc(): unsorted double linked list corrupted" inside
-numconv's weight gradient after a few large layers (the same kernels ran cleanly without torch, and
-with torch on 'workqueue'). Pass --threading-layer omp to measure that layer anyway.
+numba runs on its own default threading layer ('omp' here) unless --threading-layer names another.
+Early runs of this script aborted with "malloc(): unsorted double linked list corrupted" inside the
+weight gradient of AlexNet's conv2; that was an im2col write past its buffer (fixed, and pinned by
+tests/test_reference_and_parity.py), not, as first suspected, the two GNU OpenMP runtimes that numba
+and torch each load. Runs on 'omp' with torch in the same process have been clean since.
 
 Both libraries get the same arrays (torch.from_numpy shares the memory) and the same thread count
 (numba.set_num_threads, torch.set_num_threads). Each library's runs for a layer are timed as one
@@ -109,10 +109,9 @@ def parse_args(argv=None):
     p.add_argument("--layers", default=None,
                    help="comma-separated layer names to run (default: all): "
                         + ", ".join(LAYERS_BY_NAME))
-    p.add_argument("--threading-layer", default="workqueue",
+    p.add_argument("--threading-layer", default="default",
                    choices=("workqueue", "omp", "tbb", "default"),
-                   help="numba threading layer (default workqueue: 'omp' shares the process with "
-                        "torch's own libgomp, which crashed; 'default' lets numba choose)")
+                   help="numba threading layer (default: numba's own choice, 'omp' here)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write the results as JSON to PATH")
