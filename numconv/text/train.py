@@ -29,7 +29,8 @@ from numconv.text.models import KimCNN, WindowTagger, caps_feature, max_norm_
 from numconv.text.tokenize import Vocabulary
 from numconv.train import loop
 from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkpoint_path,
-                                      load_checkpoint, prepare_run_dir)
+                                      load_checkpoint, prepare_run_dir,
+                                      restore_training_state)
 from numconv.train.image import EpochBatches
 
 MODELS = ("kim", "window")
@@ -393,13 +394,8 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
     optimizer = make_optimizer(cfg.optimizer, model.named_parameters(), cfg.lr)
     schedule = Schedule("constant", cfg.lr, cfg.epochs)
     if resume:
-        try:
-            model.load_state_dict(model_state)
-            optimizer.load_state_dict(optim_state)
-            schedule.load_state_dict(sched_state)
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint in {run_dir} does not match its configuration: "
-                                  f"{exc}") from None
+        restore_training_state(run_dir, model, optimizer, schedule, model_state, optim_state,
+                               sched_state)
     else:
         doc = dict(asdict(cfg), kind="text", task=cfg.task, classes=list(classes),
                    vocab_size=len(vocab), parameters=int(model.num_parameters()),

@@ -116,3 +116,16 @@ def prepare_run_dir(run_dir, resume=False):
 
 def checkpoint_path(run_dir, which="last"):
     return os.path.join(run_dir, CHECKPOINT_DIR, f"{which}.npz")
+
+
+def restore_training_state(run_dir, model, optimizer, schedule, model_state, optim_state,
+                           sched_state):
+    """Load a checkpoint's three parts into a freshly built model, optimiser and schedule; a
+    mismatch (another architecture, another optimiser) is a CheckpointError naming the run."""
+    try:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        schedule.load_state_dict(sched_state)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint in {run_dir} does not match its configuration: "
+                              f"{exc}") from None

@@ -18,7 +18,8 @@ from numconv.nn import SoftmaxCrossEntropy
 from numconv.optim import Schedule, make_optimizer
 from numconv.train import loop
 from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkpoint_path,
-                                      load_checkpoint, prepare_run_dir)
+                                      load_checkpoint, prepare_run_dir,
+                                      restore_training_state)
 
 DEFAULT_MODEL = "lenet5"
 DEFAULT_DATASET = "mnist"
@@ -225,13 +226,8 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
                         warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones or (),
                         lr_values=cfg.lr_values if cfg.schedule == "multistep" else None)
     if resume:
-        try:
-            model.load_state_dict(model_state)
-            optimizer.load_state_dict(optim_state)
-            schedule.load_state_dict(sched_state)
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint in {run_dir} does not match its configuration: "
-                                  f"{exc}") from None
+        restore_training_state(run_dir, model, optimizer, schedule, model_state, optim_state,
+                               sched_state)
     config_doc = dict(asdict(cfg), dataset_name=dataset.name, dataset_source=dataset.source,
                       classes=list(dataset.classes),
                       input_shape=[channels, H, W], parameters=int(model.num_parameters()),
