@@ -10,29 +10,14 @@ each max window's winner (the first in row-major order on ties).
 import numpy as np
 from numba import njit, prange
 
+from numconv.kernels import elementwise
+
 _GLOBAL_KINDS = {"max": 0, "avg": 1, "sum": 2}
 
 
-@njit(cache=True, inline="always")
-def _windows_containing(pos, pad, k, s, n_out):
-    """Output indices [lo, hi) whose window, of size k and stride s, covers input index pos."""
-    t = pos + pad - k + 1
-    lo = 0 if t <= 0 else (t + s - 1) // s
-    hi = min(n_out, (pos + pad) // s + 1)
-    return lo, hi
-
-
-@njit(cache=True, inline="always")
-def _avg_divisor(i, j, kh, kw, sh, sw, pt, pl, H, W, Hp, Wp, include_pad):
-    h0 = i * sh - pt
-    w0 = j * sw - pl
-    if include_pad:
-        rows = min(h0 + kh, Hp - pt) - max(h0, -pt)
-        cols = min(w0 + kw, Wp - pl) - max(w0, -pl)
-    else:
-        rows = min(h0 + kh, H) - max(h0, 0)
-        cols = min(w0 + kw, W) - max(w0, 0)
-    return rows * cols
+# The window arithmetic is shared with the CUDA kernels: one definition, compiled for each device.
+_windows_containing = njit(cache=True, inline="always")(elementwise.windows_containing)
+_avg_divisor = njit(cache=True, inline="always")(elementwise.avg_divisor)
 
 
 @njit(parallel=True, cache=True)
