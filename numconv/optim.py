@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from numconv.kernels import optim as kernels
+
 OPTIMIZERS = ("sgd", "adam", "adadelta")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 
@@ -21,6 +23,7 @@ SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 class Optimizer:
     def __init__(self, named_parameters, lr, weight_decay=0.0, no_decay=()):
         self.params = [(n, p, g) for n, p, g in named_parameters]
+        self._shapes = {n: p.shape for n, p, _ in self.params}
         self.lr = lr
         self.weight_decay = weight_decay
         # Biases and batch-norm parameters are usually exempt from weight decay only when the
@@ -29,15 +32,15 @@ class Optimizer:
         self.state = {}
         self.steps = 0
 
-    def _grad(self, name, p, g):
-        if self.weight_decay and name not in self.no_decay:
-            return g + self.weight_decay * p
-        return g
+    def _decay(self, name):
+        return 0.0 if name in self.no_decay else self.weight_decay
 
     def step(self):
+        """One update of every parameter, in place, by a fused kernel per parameter
+        (`numconv.kernels.optim`): one pass over memory instead of a NumPy temporary per term."""
         self.steps += 1
         for name, p, g in self.params:
-            self._update(name, p, self._grad(name, p, g))
+            self._update(name, _flat(p, name), _flat(g, name))
 
     def state_dict(self):
         """Flat name -> array: every buffer, plus the step count."""
@@ -61,10 +64,24 @@ class Optimizer:
             self.state.setdefault(pname, {})[bname] = np.array(arr)
 
     def _buf(self, name, key, like):
+        """The state buffer `key` of parameter `name`, flat, created as zeros on first use."""
         bufs = self.state.setdefault(name, {})
         if key not in bufs:
-            bufs[key] = np.zeros_like(like)
-        return bufs[key]
+            bufs[key] = np.zeros(self._shapes[name], like.dtype)
+        buf = bufs[key]
+        if buf.size != like.size or buf.dtype != like.dtype:
+            raise ValueError(f"optimizer state {name}/{key} has {buf.size} {buf.dtype} elements, "
+                             f"the parameter {like.size} {like.dtype}: the state belongs to "
+                             f"another model")
+        return _flat(buf, f"{name}/{key}")
+
+
+def _flat(a, name):
+    """A flat view of `a` (the update writes through it, so it must not be a copy)."""
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} is not a contiguous array; optimizers update parameters in "
+                         f"place and need contiguous storage (np.ascontiguousarray)")
+    return a.reshape(-1)
 
 
 class SGD(Optimizer):
@@ -76,16 +93,11 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = momentum, nesterov
 
     def _update(self, name, p, g):
-        if self.momentum:
-            first = "momentum" not in self.state.get(name, {})
-            v = self._buf(name, "momentum", p)
-            if first:
-                v[...] = g            # PyTorch starts the buffer at the first gradient
-            else:
-                v *= self.momentum
-                v += g
-            g = g + self.momentum * v if self.nesterov else v
-        p -= (self.lr * g).astype(p.dtype, copy=False)
+        first = "momentum" not in self.state.get(name, {})
+        v = self._buf(name, "momentum", p) if self.momentum else p
+        # PyTorch starts the momentum buffer at the first gradient (`first`).
+        kernels.sgd_update(p, g, v, self.lr, self._decay(name), self.momentum, self.nesterov,
+                           first)
 
 
 class Adam(Optimizer):
@@ -98,14 +110,9 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         m = self._buf(name, "exp_avg", p)
         v = self._buf(name, "exp_avg_sq", p)
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
         t = self.steps
-        step = self.lr / (1 - b1 ** t)
-        denom = np.sqrt(v / (1 - b2 ** t)) + self.eps
-        p -= (step * m / denom).astype(p.dtype, copy=False)
+        kernels.adam_update(p, g, m, v, self.lr / (1 - b1 ** t), b1, b2, self.eps,
+                            self._decay(name), 1 - b2 ** t)
 
 
 class Adadelta(Optimizer):
@@ -117,12 +124,7 @@ class Adadelta(Optimizer):
     def _update(self, name, p, g):
         sq = self._buf(name, "square_avg", p)
         acc = self._buf(name, "acc_delta", p)
-        sq *= self.rho
-        sq += (1 - self.rho) * g * g
-        delta = np.sqrt(acc + self.eps) / np.sqrt(sq + self.eps) * g
-        acc *= self.rho
-        acc += (1 - self.rho) * delta * delta
-        p -= (self.lr * delta).astype(p.dtype, copy=False)
+        kernels.adadelta_update(p, g, sq, acc, self.lr, self.rho, self.eps, self._decay(name))
 
 
 def make_optimizer(name, named_parameters, lr, momentum=0.9, nesterov=False, weight_decay=0.0,

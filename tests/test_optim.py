@@ -103,3 +103,33 @@ def test_multistep_schedule():
         Schedule("multistep", 0.1, 10)
     with pytest.raises(ValueError, match="one rate per interval"):
         Schedule("multistep", 0.1, 10, milestones=[5], lr_values=[0.1])
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, 0.1, 0.9, True, 1e-4),
+                                  lambda ps: Adam(ps, 1e-2, weight_decay=1e-3),
+                                  lambda ps: Adadelta(ps, 1.0)])
+def test_parallel_update_equals_serial_and_keeps_shapes(make, monkeypatch):
+    """Large parameters are updated by a parallel loop, small ones by a serial one: the same
+    element-wise arithmetic, so the results are bit-identical; state keeps the parameter's shape."""
+    from numconv.kernels import optim as kernels
+    rng = np.random.default_rng(2)
+    p0 = rng.standard_normal((3, 7, 5)).astype(np.float32)
+    grads = rng.standard_normal((3, 3, 7, 5)).astype(np.float32)
+    out = []
+    for threshold in (1, 10 ** 9):
+        monkeypatch.setattr(kernels, "PARALLEL_MIN", threshold)
+        p, g = p0.copy(), np.zeros_like(p0)
+        opt = make([("w", p, g)])
+        for gr in grads:
+            g[...] = gr
+            opt.step()
+        assert all(a.shape == p.shape for k, a in opt.state_dict().items() if k != "steps")
+        out.append(p)
+    assert out[0].dtype == np.float32
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_non_contiguous_parameter_is_refused():
+    p = np.zeros((4, 6))[:, ::2]
+    with pytest.raises(ValueError, match="not a contiguous array"):
+        SGD([("w", p, np.zeros_like(p))], 0.1).step()
