@@ -349,16 +349,32 @@ def _hf_spec(source):
 
 
 def _read_digits():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ImportError("the 'digits' dataset comes with scikit-learn, which is not installed: "
-                          "pip install scikit-learn") from None
-    digits = load_digits()
+    x, y = _digits_arrays()
     # 0..16 intensities -> 0..255
-    x = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return _Raw({"train": (x, digits.target.astype(np.int64))}, name="digits",
-                source="sklearn:load_digits", classes=[str(i) for i in range(10)], applied=False)
+    x = np.rint(x * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return _Raw({"train": (x, y)}, name="digits", source="sklearn:load_digits",
+                classes=[str(i) for i in range(10)], applied=False)
+
+
+def _digits_arrays():
+    """scikit-learn's 8x8 digits as (images (1797, 8, 8) float64 in 0..16, labels int64).
+
+    The CSV that `sklearn.datasets.load_digits` parses is read directly: importing scikit-learn
+    (scipy and all) took about 3 s, most of the default command's time to its first step."""
+    import importlib.util
+    spec = importlib.util.find_spec("sklearn")   # locates the package without importing it
+    if spec is None:
+        raise ImportError("the 'digits' dataset comes with scikit-learn, which is not installed: "
+                          "pip install scikit-learn")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():
+        import gzip
+        with gzip.open(path, mode="rt", encoding="utf-8") as f:
+            data = np.loadtxt(f, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits    # a scikit-learn that keeps the file elsewhere
+    digits = load_digits()
+    return digits.images, digits.target.astype(np.int64)
 
 
 def _read_path(source, *, image_column, label_column, mode, size, max_examples, seed, progress):
