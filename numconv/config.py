@@ -17,11 +17,12 @@ CPU_TILE_MAX_COLS = 4096
 CPU_WGRAD_TILES_PER_SEGMENT = 8
 
 # CUDA launch configuration (numconv.kernels.cuda). Threads per block of the one-thread-per-element
-# kernels and of the bias-gradient reduction (any positive count; a multiple of 32 fills warps).
+# kernels and of the one-block-per-output reductions (bias gradients, batch statistics, the loss;
+# any positive count; a multiple of 32 fills warps).
 CUDA_THREADS_PER_BLOCK = 128
-# Tiled convolution forward: blocks of CUDA_TILE x CUDA_TILE threads, each block computing CUDA_TILE
-# output channels by CUDA_TILE output pixels from tiles staged in shared memory (at most 32: a block
-# holds at most 1024 threads).
+# Tiled convolution forward and the Linear layers' matrix multiply: blocks of CUDA_TILE x CUDA_TILE
+# threads, each block computing CUDA_TILE output channels (rows) by CUDA_TILE output pixels
+# (columns) from tiles staged in shared memory (at most 32: a block holds at most 1024 threads).
 CUDA_TILE = 16
 # "tiled" (shared-memory implicit GEMM) or "direct" (one thread per output element).
 CUDA_CONV_FORWARD = "tiled"

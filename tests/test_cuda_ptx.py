@@ -41,6 +41,9 @@ from numconv.kernels import cuda as gpu  # noqa: E402
 from numconv.kernels.cuda import _launch  # noqa: E402
 from numconv.kernels.cuda import conv as gpu_conv  # noqa: E402
 from numconv.kernels.cuda import elementwise as gpu_elementwise  # noqa: E402
+from numconv.kernels.cuda import embedding as gpu_embedding  # noqa: E402
+from numconv.kernels.cuda import nn as gpu_nn  # noqa: E402
+from numconv.kernels.cuda import nn_elements as gpu_nn_elements  # noqa: E402
 from numconv.kernels.cuda import pool as gpu_pool  # noqa: E402
 
 TARGETS = [(8, 0), (9, 0)]
@@ -81,6 +84,45 @@ def _call_every_launcher(dtype):
     for kind in ("max", "avg", "sum"):
         gpu.global_pool2d_forward(g, gidx, x, kind)
         gpu.global_pool2d_backward(dx, g, gidx, kind)
+    _call_every_nn_launcher(arr, dtype)
+
+
+def _call_every_nn_launcher(arr, dtype):
+    """The launchers of numconv.kernels.cuda.nn and .embedding, every code path."""
+    x, dy, y = arr(2, 3, 4, 5), arr(2, 3, 4, 5), arr(2, 3, 4, 5)
+    flat = x.reshape(-1)
+    gpu_nn.relu_forward(x), gpu_nn.relu_backward(dy, y)
+    gpu_nn.tanh_forward(x, 1.7, 0.6), gpu_nn.tanh_backward(dy, y, 1.7, 0.6)
+    gpu_nn.sigmoid_forward(x), gpu_nn.sigmoid_backward(dy, y)
+    gpu_nn.hardtanh_forward(x), gpu_nn.hardtanh_backward(dy, x)
+    gpu_nn.add(x, y), gpu_nn.add_(x, y), gpu_nn.multiply(x, y), gpu_nn.scale(x, 0.5)
+    gpu_nn.fill_(flat, 0), gpu_nn.zeros((3, 4), dtype)
+    a, w, b, g = arr(5, 7), arr(4, 7), arr(4), arr(5, 4)
+    gpu_nn.linear_forward(a, w, b), gpu_nn.linear_forward(a, w, None)
+    gpu_nn.linear_backward(g, a, w)
+    for bn_x, bn_dy in ((x, dy), (a, arr(5, 7))):
+        C = bn_x.shape[1]
+        mean, var = gpu_nn.batch_statistics(bn_x)
+        gamma, beta = arr(C), arr(C)
+        for stats in ((mean, var), (arr(C), arr(C))):      # batch (float64) and running stats
+            out, x_hat, inv = gpu_nn.batchnorm_forward(bn_x, gamma, beta, *stats, 1e-5)
+        gpu_nn.batchnorm_update_running(arr(C), arr(C), mean, var, 0.1, 10)
+        for training in (True, False):
+            gpu_nn.batchnorm_backward(bn_dy, x_hat, gamma, inv, training)
+    out, s = gpu_nn.lrn_forward(x, 5, 1e-4, 0.75, 2.0)
+    gpu_nn.lrn_backward(dy, x, s, 5, 1e-4, 0.75)
+    gpu_nn.dropout_mask((3, 4), 0.5, 1, 2, dtype)
+    labels = np.arange(5) % 4
+    for weights in (None, np.ones(5)):
+        gpu_nn.softmax_cross_entropy(g, labels, 0.1, weights)
+    gpu_nn.count_correct(g, labels)
+    gpu_nn.concat_channels([x, y]), gpu_nn.split_channels(x, 1, 2), gpu_nn.transpose(a[None])
+    gpu_nn.fill_outside_(x.reshape(2, 3, 20), np.array([3, 5]), 1, 2, -np.inf)
+    ids = np.array([3, 1, 3, 0])
+    table, dout = arr(5, 4), arr(4, 4)
+    gpu_embedding.embedding_forward(dout, table, ids)
+    gpu_embedding.embedding_backward(table, dout, np.argsort(ids, kind="stable"),
+                                     np.array([0, 1, 2, 4]), np.array([0, 1, 3]))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +133,7 @@ def launches():
     def record(kernel, *args):
         seen[kernel.py_func, tuple(numba.typeof(a) for a in args)] = kernel
 
-    patches = dict(to_device=np.ascontiguousarray, output=lambda a: (a, None),
+    patches = dict(to_device=np.ascontiguousarray, output=lambda a: (a, None), to_host=np.asarray,
                    empty=lambda shape, dtype: np.empty(shape, dtype),
                    copy_back=lambda dev, host: None,
                    launch_1d=lambda kernel, total, *args: record(kernel, *args),
@@ -155,7 +197,7 @@ def kernel_failures(launches):
 def _module_kernels():
     """Every @cuda.jit kernel defined at module level in numconv.kernels.cuda, by name."""
     found = {}
-    for mod in (gpu_conv, gpu_pool):
+    for mod in (gpu_conv, gpu_pool, gpu_nn, gpu_embedding):
         for name, obj in vars(mod).items():
             if isinstance(obj, cuda_dispatcher.CUDADispatcher) and not obj.targetoptions.get(
                     "device"):
@@ -170,7 +212,8 @@ def test_every_kernel_is_launched_by_some_launcher(launches):
     missing = [name for name, k in _module_kernels().items() if k.py_func not in launched]
     assert not missing, f"kernels no launcher runs (so not compiled below): {missing}"
     factories = [f for f in launched if f.__qualname__.count("<locals>")]
-    assert len(factories) >= 2, "the tiled forward and bias-gradient kernels were not launched"
+    assert len(factories) >= 4, ("the tiled forward, bias-gradient, matmul and channel-sum kernels "
+                                 "were not all launched")
 
 
 @pytest.mark.parametrize("cc", TARGETS, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
@@ -185,8 +228,10 @@ def test_device_functions_compile_to_ptx(kernel_failures, cc):
     # Compiling the kernels typed each device function for the arguments the kernels pass it
     # (its overloads); compile each of those signatures on its own.
     failures, unused = [], []
-    for name in gpu_elementwise.__all__:
-        fn = getattr(gpu_elementwise, name)
+    functions = [(name, getattr(mod, name)) for mod in (gpu_elementwise, gpu_nn_elements)
+                 for name in mod.__all__]
+    functions.append(("_tree_sum", gpu_nn._tree_sum))
+    for name, fn in functions:
         assert fn.targetoptions.get("device"), f"{name} is not a device function"
         if not fn.overloads:
             unused.append(name)
@@ -200,9 +245,12 @@ def test_device_functions_compile_to_ptx(kernel_failures, cc):
     assert not failures, "\n".join(failures)
 
 
-def test_device_functions_come_from_the_shared_source():
-    from numconv.kernels import elementwise
-    for name in elementwise.__all__:
-        fn = getattr(gpu_elementwise, name)
-        assert fn.py_func.__code__ is getattr(elementwise, name).__code__
-        assert inspect.getsourcefile(fn.py_func) == inspect.getsourcefile(elementwise)
+@pytest.mark.parametrize("shared", ["elementwise", "nn"])
+def test_device_functions_come_from_the_shared_source(shared):
+    import importlib
+    source = importlib.import_module(f"numconv.kernels.{shared}")
+    compiled = gpu_elementwise if shared == "elementwise" else gpu_nn_elements
+    for name in source.__all__:
+        fn = getattr(compiled, name)
+        assert fn.py_func.__code__ is getattr(source, name).__code__
+        assert inspect.getsourcefile(fn.py_func) == inspect.getsourcefile(source)

@@ -7,12 +7,20 @@ keep their order), each distinct word is one segment, and each parallel task sum
 its own row. No two tasks write the same row and every row is summed in a fixed order, so the
 result is bit-identical from run to run and whatever the thread count (STYLE.md rule 4).
 
+On the GPU (a table that is a device array) the same segments drive the CUDA kernels of
+`numconv.kernels.cuda.embedding`: the ids come with the batch from the host, so they are checked and
+sorted there, and only the segments travel.
+
 Shapes: ids (N, T) integers in [0, V); weight (V, D); out (N, T, D).
 """
+import importlib
+
 import numpy as np
 from numba import njit, prange
 
 from numconv.nn.module import Module
+from numconv.ops._device import kernels_for
+from numconv.ops.nn import on_gpu
 
 # --------------------------------------------------------------------------- reference (definition)
 
@@ -48,7 +56,15 @@ def _embedding_backward(dweight, dout, order, starts, rows):
 
 # -------------------------------------------------------------------------------------- public ops
 
+def _gpu():
+    kernels_for("cuda")
+    return importlib.import_module("numconv.kernels.cuda.embedding")
+
+
 def _check_ids(ids, num_embeddings):
+    if on_gpu(ids):
+        raise TypeError("ids must be a NumPy array: they are checked and sorted on the host (where "
+                        "the batch comes from) before the lookup; pass the batch's ids as loaded")
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"ids must be an integer array of word indices, got dtype {ids.dtype}")
@@ -62,6 +78,11 @@ def _check_ids(ids, num_embeddings):
 def embedding_forward(ids, weight):
     """ids (...) integers, weight (V, D) -> out (..., D)."""
     ids = _check_ids(ids, weight.shape[0])
+    if on_gpu(weight):
+        from numconv.nn import device
+        out = device.empty((ids.size, weight.shape[1]), weight.dtype)
+        _gpu().embedding_forward(out, weight, ids.reshape(-1))
+        return out.reshape(ids.shape + (weight.shape[1],))
     weight = np.ascontiguousarray(weight)
     out = np.empty((ids.size, weight.shape[1]), dtype=weight.dtype)
     _embedding_forward(out, weight, ids.reshape(-1))
@@ -72,9 +93,17 @@ def embedding_backward(dout, ids, num_embeddings, dweight=None):
     """dout (..., D), ids (...) -> dweight (V, D), added into `dweight` when it is given."""
     ids = _check_ids(ids, num_embeddings)
     flat = ids.reshape(-1)
-    dout = np.ascontiguousarray(dout).reshape(flat.size, -1)
-    if dweight is None:
-        dweight = np.zeros((num_embeddings, dout.shape[1]), dtype=dout.dtype)
+    gpu = on_gpu(dout)
+    if gpu:
+        from numconv.nn import device
+        device.same_place(dout=dout, dweight=dweight)
+        dout = dout.reshape(flat.size, dout.size // max(flat.size, 1))
+        if dweight is None:
+            dweight = device.zeros((num_embeddings, dout.shape[1]), dout.dtype)
+    else:
+        dout = np.ascontiguousarray(dout).reshape(flat.size, -1)
+        if dweight is None:
+            dweight = np.zeros((num_embeddings, dout.shape[1]), dtype=dout.dtype)
     order = np.argsort(flat, kind="stable")
     sorted_ids = flat[order]
     if flat.size:
@@ -83,7 +112,7 @@ def embedding_backward(dout, ids, num_embeddings, dweight=None):
         rows = sorted_ids[starts[:-1]]
     else:
         starts, rows = np.zeros(1, np.int64), np.zeros(0, np.int64)
-    _embedding_backward(dweight, dout, order, starts, rows)
+    (_gpu().embedding_backward if gpu else _embedding_backward)(dweight, dout, order, starts, rows)
     return dweight
 
 

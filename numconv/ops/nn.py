@@ -5,9 +5,62 @@ On the CPU these are NumPy expressions (elementwise work that NumPy already does
 kernel for the counter-based dropout generator, whose masks are a pure function of (seed, step,
 element index) so that every device draws the same ones. Shapes are given in each docstring; the
 layers in `numconv.nn` call these, never NumPy directly, so that another device can replace them.
+
+Device dispatch: when the arrays passed are GPU device arrays (numba's, or anything with
+`__cuda_array_interface__`), the same call runs the CUDA twin in `numconv.kernels.cuda.nn` and
+returns device arrays; host arrays take the NumPy path below, unchanged. One call never mixes the
+two (labels and example weights excepted: they are part of the batch and are copied over).
 """
+import importlib
+
 import numpy as np
 from numba import njit, prange
+
+from numconv.kernels import nn as elements
+from numconv.ops._device import kernels_for
+
+
+def on_gpu(a):
+    """True for an array that lives on the GPU (numba device arrays, CuPy, PyTorch CUDA tensors)."""
+    return bool(getattr(a, "__cuda_ndarray__", False)) or hasattr(a, "__cuda_array_interface__")
+
+
+def _gpu(**arrays):
+    """`numconv.kernels.cuda.nn` when the named arrays live on the GPU, None when they live on the
+    host; a mix of the two is an error naming which is where."""
+    where = {name: on_gpu(a) for name, a in arrays.items() if a is not None}
+    if not any(where.values()):
+        return None
+    if not all(where.values()):
+        on = ", ".join(k for k, v in where.items() if v)
+        off = ", ".join(k for k, v in where.items() if not v)
+        raise ValueError(f"{on} on the GPU but {off} on the host: one op needs all its arrays on "
+                         f"one device. Move the model with model.to('cuda') and each batch with "
+                         f"numconv.nn.to_device(x), or keep everything on the CPU")
+    kernels_for("cuda")   # a clear error where CUDA cannot run
+    return importlib.import_module("numconv.kernels.cuda.nn")
+
+
+# ------------------------------------------------------------------------- array arithmetic
+
+def add(a, b):
+    gpu = _gpu(a=a, b=b)
+    return gpu.add(a, b) if gpu else a + b
+
+
+def accumulate(dst, src):
+    """dst += src in place (gradients add up over a step); returns dst."""
+    gpu = _gpu(dst=dst, src=src)
+    if gpu:
+        gpu.add_(dst, src)
+    else:
+        dst += src
+    return dst
+
+
+def multiply(a, b):
+    gpu = _gpu(a=a, b=b)
+    return gpu.multiply(a, b) if gpu else a * b
 
 # ------------------------------------------------------------------------------------ activations
 
@@ -15,36 +68,60 @@ LECUN_A, LECUN_S = 1.7159, 2.0 / 3.0   # LeCun et al. 1998, appendix A: f(a) = A
 
 
 def relu_forward(x):
+    gpu = _gpu(x=x)
+    if gpu:
+        return gpu.relu_forward(x)
     return np.maximum(x, 0)
 
 
 def relu_backward(dy, y):
     """dx = dy where the unit was active (y > 0); the kink at 0 takes the zero side."""
+    gpu = _gpu(dy=dy, y=y)
+    if gpu:
+        return gpu.relu_backward(dy, y)
     return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
 
 
 def tanh_forward(x, scale=1.0, slope=1.0):
+    gpu = _gpu(x=x)
+    if gpu:
+        return gpu.tanh_forward(x, scale, slope)
     return (scale * np.tanh(slope * x)).astype(x.dtype, copy=False)
 
 
 def tanh_backward(dy, y, scale=1.0, slope=1.0):
     """d/da [A tanh(S a)] = S (A - y^2 / A)."""
+    gpu = _gpu(dy=dy, y=y)
+    if gpu:
+        return gpu.tanh_backward(dy, y, scale, slope)
     return (dy * (slope * (scale - y * y / scale))).astype(dy.dtype, copy=False)
 
 
 def sigmoid_forward(x):
+    gpu = _gpu(x=x)
+    if gpu:
+        return gpu.sigmoid_forward(x)
     return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(x.dtype, copy=False)  # stable for any |x|
 
 
 def sigmoid_backward(dy, y):
+    gpu = _gpu(dy=dy, y=y)
+    if gpu:
+        return gpu.sigmoid_backward(dy, y)
     return dy * y * (1 - y)
 
 
 def hardtanh_forward(x):
+    gpu = _gpu(x=x)
+    if gpu:
+        return gpu.hardtanh_forward(x)
     return np.clip(x, -1, 1)
 
 
 def hardtanh_backward(dy, x):
+    gpu = _gpu(dy=dy, x=x)
+    if gpu:
+        return gpu.hardtanh_backward(dy, x)
     return np.where((x > -1) & (x < 1), dy, 0).astype(dy.dtype, copy=False)
 
 
@@ -52,6 +129,9 @@ def hardtanh_backward(dy, x):
 
 def linear_forward(x, w, b):
     """x (N, I), w (O, I) (PyTorch's layout), b (O,) or None -> y (N, O)."""
+    gpu = _gpu(x=x, w=w, b=b)
+    if gpu:
+        return gpu.linear_forward(x, w, b)
     y = x @ w.T
     if b is not None:
         y += b
@@ -60,6 +140,9 @@ def linear_forward(x, w, b):
 
 def linear_backward(dy, x, w, need_input=True):
     """-> dx (N, I) or None, dw (O, I), db (O,)."""
+    gpu = _gpu(dy=dy, x=x, w=w)
+    if gpu:
+        return gpu.linear_backward(dy, x, w, need_input)
     dx = dy @ w if need_input else None
     return dx, dy.T @ x, dy.sum(axis=0)
 
@@ -68,7 +151,10 @@ def linear_backward(dy, x, w, need_input=True):
 
 def batchnorm_forward(x, gamma, beta, mean, var, eps):
     """Normalise x (N, C, ...) per channel with the given statistics, then scale and shift.
-    Returns y and x_hat (kept for the backward pass)."""
+    Returns y, x_hat (kept for the backward pass) and inv = 1 / sqrt(var + eps) (C,)."""
+    gpu = _gpu(x=x, gamma=gamma, beta=beta, mean=mean, var=var)
+    if gpu:
+        return gpu.batchnorm_forward(x, gamma, beta, mean, var, eps)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
     x_hat = (x - mean.reshape(shape).astype(x.dtype)) * inv.reshape(shape)
@@ -77,6 +163,9 @@ def batchnorm_forward(x, gamma, beta, mean, var, eps):
 
 def batch_statistics(x):
     """Per-channel mean and biased variance of x (N, C, ...), accumulated in float64."""
+    gpu = _gpu(x=x)
+    if gpu:
+        return gpu.batch_statistics(x)
     axes = (0,) + tuple(range(2, x.ndim))
     mean = x.mean(axis=axes, dtype=np.float64)
     var = x.var(axis=axes, dtype=np.float64)
@@ -86,6 +175,9 @@ def batch_statistics(x):
 def batchnorm_backward(dy, x_hat, gamma, inv, training):
     """-> dx, dgamma, dbeta. In training the statistics depend on x (the full formula); in eval
     they are constants and dx is just dy * gamma * inv."""
+    gpu = _gpu(dy=dy, x_hat=x_hat, gamma=gamma, inv=inv)
+    if gpu:
+        return gpu.batchnorm_backward(dy, x_hat, gamma, inv, training)
     axes = (0,) + tuple(range(2, dy.ndim))
     shape = (1, -1) + (1,) * (dy.ndim - 2)
     dgamma = (dy * x_hat).sum(axis=axes, dtype=np.float64).astype(dy.dtype)
@@ -96,6 +188,18 @@ def batchnorm_backward(dy, x_hat, gamma, inv, training):
     m = dy.size // dy.shape[1]
     dx = scale * (dy - (dbeta.reshape(shape) + x_hat * dgamma.reshape(shape)) / m)
     return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+def batchnorm_update_running(running_mean, running_var, mean, var, momentum, count):
+    """In place, PyTorch's convention: running = (1 - m) running + m batch statistic, the variance
+    unbiased by count / (count - 1) (count: values per channel in the batch)."""
+    gpu = _gpu(running_mean=running_mean, running_var=running_var, mean=mean, var=var)
+    if gpu:
+        gpu.batchnorm_update_running(running_mean, running_var, mean, var, momentum, count)
+        return
+    m = momentum
+    running_mean[...] = (1 - m) * running_mean + m * mean
+    running_var[...] = (1 - m) * running_var + m * var * count / max(count - 1, 1)
 
 
 # --------------------------------------------------------------------------- local response norm
@@ -113,12 +217,18 @@ def lrn_forward(x, size, alpha, beta, k):
     """AlexNet's local response normalisation across channels (Krizhevsky et al. 2012, sec. 3.3):
     b_c = a_c / (k + alpha * sum_{c' near c} a_c'^2)^beta. (PyTorch divides alpha by `size`.)
     Returns y and the denominator base s (kept for backward)."""
+    gpu = _gpu(x=x)
+    if gpu:
+        return gpu.lrn_forward(x, size, alpha, beta, k)
     s = k + alpha * _channel_window_sum(x * x, size)
     return x * s ** -beta, s
 
 
 def lrn_backward(dy, x, s, size, alpha, beta):
     """dx_c = dy_c s_c^-beta - 2 alpha beta x_c sum_{j: c in window(j)} dy_j x_j s_j^(-beta-1)."""
+    gpu = _gpu(dy=dy, x=x, s=s)
+    if gpu:
+        return gpu.lrn_backward(dy, x, s, size, alpha, beta)
     t = dy * x * s ** (-beta - 1)
     # The windows are symmetric for odd sizes; for even sizes, "c in window(j)" is the mirror.
     C = x.shape[1]
@@ -131,26 +241,28 @@ def lrn_backward(dy, x, s, size, alpha, beta):
 
 # -------------------------------------------------------------------------------------- dropout
 
-@njit(cache=True, inline="always")
-def _mix64(z):
-    """SplitMix64's finaliser: a bijective scramble of 64 bits."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+# The generator's arithmetic is shared with the CUDA kernel (numconv.kernels.nn): one definition,
+# so both devices draw bit-identical masks.
+_shared = elements.compile_for(njit, cache=True)
+_dropout_key, _dropout_keep = _shared["dropout_key"], _shared["dropout_keep"]
 
 
 @njit(parallel=True, cache=True)
 def _dropout_mask(mask, seed, step, keep):
     """mask[i] = 1/keep if uniform(seed, step, i) < keep else 0, a pure function of its counter."""
-    key = _mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(step))
+    key = _dropout_key(seed, step)
     scale = 1.0 / keep
     for i in prange(mask.size):
-        u = (_mix64(key ^ np.uint64(i)) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-        mask[i] = scale if u < keep else 0.0
+        mask[i] = _dropout_keep(key, i, keep, scale)
 
 
-def dropout_mask(shape, p, seed, step, dtype=np.float32):
-    """Inverted-dropout mask: each element kept with probability 1 - p and scaled by 1/(1 - p)."""
+def dropout_mask(shape, p, seed, step, dtype=np.float32, device="cpu"):
+    """Inverted-dropout mask: each element kept with probability 1 - p and scaled by 1/(1 - p).
+    device='cuda' draws the same bits on the GPU and returns a device array."""
+    if device == "cuda":
+        kernels_for("cuda")
+        return importlib.import_module("numconv.kernels.cuda.nn").dropout_mask(shape, p, seed,
+                                                                               step, dtype)
     mask = np.empty(int(np.prod(shape)), dtype=dtype)
     _dropout_mask(mask, np.uint64(seed), np.uint64(step), 1.0 - p)
     return mask.reshape(shape)
@@ -168,7 +280,11 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, weights=None):
     """Mean cross-entropy of softmax(logits (N, K)) against integer labels (N,), computed from
     log-sum-exp so that large logits never overflow. With label smoothing e the target is
     (1 - e) one_hot + e / K. `weights` (N,) weight each example (e.g. a mask for padding tokens);
-    the mean is over their sum. Returns (loss as float, dlogits (N, K))."""
+    the mean is over their sum. Returns (loss as float, dlogits (N, K)).
+    With logits on the GPU, dlogits stays there and only the loss is copied back."""
+    gpu = _gpu(logits=logits)
+    if gpu:
+        return gpu.softmax_cross_entropy(logits, labels, label_smoothing, weights)
     N, K = logits.shape
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     logsumexp = np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -180,3 +296,12 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, weights=None):
     loss = float(-(w[:, None] * target * logp).sum() / total)
     dlogits = (np.exp(logp) - target) * (w[:, None] / total)
     return loss, dlogits.astype(logits.dtype)
+
+
+def count_correct(logits, labels):
+    """How many rows of logits (N, K) have their first maximum at the integer label (an int; on
+    the GPU only this count is copied back)."""
+    gpu = _gpu(logits=logits)
+    if gpu:
+        return gpu.count_correct(logits, labels)
+    return int(np.sum(np.argmax(logits, axis=1) == labels))

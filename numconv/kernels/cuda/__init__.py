@@ -1,5 +1,9 @@
 """@cuda.jit kernels: the same names and argument order as `numconv.kernels.reference` and `cpu`.
 
+Convolution and pooling are exported here; the rest of a training step (activations, Linear, batch
+norm, LRN, dropout, the loss) lives in `numconv.kernels.cuda.nn`, the twin of `numconv.ops.nn`, and
+the embedding kernels in `numconv.kernels.cuda.embedding`.
+
 Imported lazily, through `numconv.ops._device.kernels_for("cuda")`, which first checks that a GPU
 (or the CUDA simulator, NUMBA_ENABLE_CUDASIM=1) is usable. Launchers accept NumPy arrays (copied to
 the device and back) or device arrays (used in place). Launch configuration: `numconv.config`.

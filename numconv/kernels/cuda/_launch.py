@@ -42,6 +42,12 @@ def empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
+def to_host(a):
+    """A NumPy copy of a device array (host arrays as they are): for the few scalars a training
+    step reports, checkpoints and evaluation."""
+    return _as_numba(a).copy_to_host() if is_device_array(a) else np.asarray(a)
+
+
 def copy_back(dev, host):
     """Copy an output computed on the device into the caller's host array (no-op without one)."""
     if host is None:
