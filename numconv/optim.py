@@ -8,13 +8,18 @@
 
 Optimisers update parameters in place from the gradients the layers accumulated, and keep their
 state (momentum and moment buffers) by parameter name, so a checkpoint can save and restore it.
+Parameters on the GPU (a model moved with `model.to("cuda")` before the optimiser is built) are
+updated there by the CUDA twins of the same per-element functions (`numconv.kernels.cuda.optim`),
+with their state on the GPU too; `state_dict` always returns host arrays.
 Schedules return the learning rate for an epoch (a fractional epoch during warm-up).
 """
+import importlib
 import math
 
 import numpy as np
 
-from numconv.kernels import optim as kernels
+from numconv.kernels import optim as cpu_kernels
+from numconv.ops.nn import on_gpu
 
 OPTIMIZERS = ("sgd", "adam", "adadelta")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
@@ -40,6 +45,10 @@ class Optimizer:
         (`numconv.kernels.optim`): one pass over memory instead of a NumPy temporary per term."""
         self.steps += 1
         for name, p, g in self.params:
+            if on_gpu(p) != on_gpu(g):
+                raise ValueError(f"parameter {name} and its gradient are on different devices; "
+                                 f"move the model with model.to(device) before building the "
+                                 f"optimiser")
             self._update(name, _flat(p, name), _flat(g, name))
 
     def state_dict(self):
@@ -47,12 +56,12 @@ class Optimizer:
         out = {"steps": np.array(self.steps, dtype=np.int64)}
         for pname, bufs in self.state.items():
             for bname, arr in bufs.items():
-                out[f"{pname}/{bname}"] = arr
+                out[f"{pname}/{bname}"] = arr.copy_to_host() if on_gpu(arr) else arr
         return out
 
     def load_state_dict(self, state):
         self.steps = int(state["steps"])
-        known = {n for n, _, _ in self.params}
+        known = {n: p for n, p, _ in self.params}
         self.state = {}
         for key, arr in state.items():
             if key == "steps":
@@ -61,13 +70,21 @@ class Optimizer:
             if pname not in known:
                 raise ValueError(f"optimizer state names parameter {pname!r}, which the model "
                                  f"does not have")
-            self.state.setdefault(pname, {})[bname] = np.array(arr)
+            arr = np.array(arr)
+            if on_gpu(known[pname]):
+                from numconv.nn.device import to_device
+                arr = to_device(arr)
+            self.state.setdefault(pname, {})[bname] = arr
 
     def _buf(self, name, key, like):
         """The state buffer `key` of parameter `name`, flat, created as zeros on first use."""
         bufs = self.state.setdefault(name, {})
         if key not in bufs:
-            bufs[key] = np.zeros(self._shapes[name], like.dtype)
+            if on_gpu(like):
+                from numconv.nn.device import zeros
+                bufs[key] = zeros(self._shapes[name], like.dtype)
+            else:
+                bufs[key] = np.zeros(self._shapes[name], like.dtype)
         buf = bufs[key]
         if buf.size != like.size or buf.dtype != like.dtype:
             raise ValueError(f"optimizer state {name}/{key} has {buf.size} {buf.dtype} elements, "
@@ -78,10 +95,19 @@ class Optimizer:
 
 def _flat(a, name):
     """A flat view of `a` (the update writes through it, so it must not be a copy)."""
+    if on_gpu(a):
+        return a.reshape(a.size)     # device arrays from model.to("cuda") are C-contiguous
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} is not a contiguous array; optimizers update parameters in "
                          f"place and need contiguous storage (np.ascontiguousarray)")
     return a.reshape(-1)
+
+
+def _kernels(p):
+    """The update kernels for where parameter p lives."""
+    if on_gpu(p):
+        return importlib.import_module("numconv.kernels.cuda.optim")
+    return cpu_kernels
 
 
 class SGD(Optimizer):
@@ -96,8 +122,8 @@ class SGD(Optimizer):
         first = "momentum" not in self.state.get(name, {})
         v = self._buf(name, "momentum", p) if self.momentum else p
         # PyTorch starts the momentum buffer at the first gradient (`first`).
-        kernels.sgd_update(p, g, v, self.lr, self._decay(name), self.momentum, self.nesterov,
-                           first)
+        _kernels(p).sgd_update(p, g, v, self.lr, self._decay(name), self.momentum,
+                               self.nesterov, first)
 
 
 class Adam(Optimizer):
@@ -111,8 +137,8 @@ class Adam(Optimizer):
         m = self._buf(name, "exp_avg", p)
         v = self._buf(name, "exp_avg_sq", p)
         t = self.steps
-        kernels.adam_update(p, g, m, v, self.lr / (1 - b1 ** t), b1, b2, self.eps,
-                            self._decay(name), 1 - b2 ** t)
+        _kernels(p).adam_update(p, g, m, v, self.lr / (1 - b1 ** t), b1, b2, self.eps,
+                                self._decay(name), 1 - b2 ** t)
 
 
 class Adadelta(Optimizer):
@@ -124,7 +150,7 @@ class Adadelta(Optimizer):
     def _update(self, name, p, g):
         sq = self._buf(name, "square_avg", p)
         acc = self._buf(name, "acc_delta", p)
-        kernels.adadelta_update(p, g, sq, acc, self.lr, self.rho, self.eps, self._decay(name))
+        _kernels(p).adadelta_update(p, g, sq, acc, self.lr, self.rho, self.eps, self._decay(name))
 
 
 def make_optimizer(name, named_parameters, lr, momentum=0.9, nesterov=False, weight_decay=0.0,

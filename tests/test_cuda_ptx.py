@@ -44,6 +44,7 @@ from numconv.kernels.cuda import elementwise as gpu_elementwise  # noqa: E402
 from numconv.kernels.cuda import embedding as gpu_embedding  # noqa: E402
 from numconv.kernels.cuda import nn as gpu_nn  # noqa: E402
 from numconv.kernels.cuda import nn_elements as gpu_nn_elements  # noqa: E402
+from numconv.kernels.cuda import optim as gpu_optim  # noqa: E402
 from numconv.kernels.cuda import pool as gpu_pool  # noqa: E402
 
 TARGETS = [(8, 0), (9, 0)]
@@ -123,6 +124,11 @@ def _call_every_nn_launcher(arr, dtype):
     gpu_embedding.embedding_forward(dout, table, ids)
     gpu_embedding.embedding_backward(table, dout, np.argsort(ids, kind="stable"),
                                      np.array([0, 1, 2, 4]), np.array([0, 1, 3]))
+    p, grad, m, v = flat, y.reshape(-1), dy.reshape(-1), x.reshape(-1).copy()
+    for momentum, nesterov in ((0.0, False), (0.9, True)):
+        gpu_optim.sgd_update(p, grad, v, 0.1, 1e-4, momentum, nesterov, False)
+    gpu_optim.adam_update(p, grad, m, v, 0.01, 0.9, 0.999, 1e-8, 0.0, 0.5)
+    gpu_optim.adadelta_update(p, grad, m, v, 1.0, 0.95, 1e-6, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +203,7 @@ def kernel_failures(launches):
 def _module_kernels():
     """Every @cuda.jit kernel defined at module level in numconv.kernels.cuda, by name."""
     found = {}
-    for mod in (gpu_conv, gpu_pool, gpu_nn, gpu_embedding):
+    for mod in (gpu_conv, gpu_pool, gpu_nn, gpu_embedding, gpu_optim):
         for name, obj in vars(mod).items():
             if isinstance(obj, cuda_dispatcher.CUDADispatcher) and not obj.targetoptions.get(
                     "device"):
@@ -230,7 +236,7 @@ def test_device_functions_compile_to_ptx(kernel_failures, cc):
     failures, unused = [], []
     functions = [(name, getattr(mod, name)) for mod in (gpu_elementwise, gpu_nn_elements)
                  for name in mod.__all__]
-    functions.append(("_tree_sum", gpu_nn._tree_sum))
+    functions += [("_tree_sum", gpu_nn._tree_sum)] + sorted(gpu_optim._device.items())
     for name, fn in functions:
         assert fn.targetoptions.get("device"), f"{name} is not a device function"
         if not fn.overloads:
