@@ -28,27 +28,56 @@ def _print_cb():
         f"{r['items_per_s']:.0f}/s", flush=True), message=lambda m: print(" ", m, flush=True))
 
 
-def bench_mr(args):
-    import tempfile
-    from numconv.text.train import TextConfig, _train_one, load_data
+def _mr_config(args):
+    from numconv.text.train import TextConfig
     cfg = TextConfig(model="kim", dataset=os.path.join(SHARED, "mr"), variant=args.variant,
                      vectors=args.vectors, epochs=args.epochs, cv=args.folds, seed=args.seed,
                      threads=args.threads, embed_dim=args.embed_dim, patience=args.patience)
-    cfg.resolve()
-    data = load_data(cfg)
-    accs, bows, t0 = [], [], time.perf_counter()
+    return cfg.resolve()
+
+
+def _mr_fold(args, k, quiet=False):
+    """Train and test fold k (0-based) -> (k, CNN accuracy, bag-of-words accuracy, best epoch)."""
+    import tempfile
+    from numconv.text.train import _train_one, load_data
+    if args.threads:
+        import numba
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    cfg = _mr_config(args)
     with tempfile.TemporaryDirectory() as tmp:
-        for k in range(min(args.max_folds or args.folds, args.folds)):
-            s = _train_one(cfg, data, os.path.join(tmp, f"fold-{k + 1}"), k, _print_cb())
-            accs.append(s["test"]["acc"])
-            bows.append(s["test"]["bag_of_words_acc"])
-            print(f"fold {k + 1}: CNN {accs[-1]:.4f}  bag-of-words {bows[-1]:.4f}  "
-                  f"(best epoch {s['best_epoch']})", flush=True)
-    a = np.array(accs)
+        s = _train_one(cfg, load_data(cfg), os.path.join(tmp, f"fold-{k + 1}"), k,
+                       None if quiet else _print_cb())
+    return k, s["test"]["acc"], s["test"]["bag_of_words_acc"], s["best_epoch"]
+
+
+def bench_mr(args):
+    """k-fold cross-validation; with --jobs J, J folds train at once in separate processes (one
+    thread each: on a small machine that wastes less than parallel regions that wait on each
+    other). Each fold's result does not depend on how many run at once."""
+    folds = list(range(min(args.max_folds or args.folds, args.folds)))
+    t0 = time.perf_counter()
+    results = []
+    if args.jobs > 1:
+        import concurrent.futures as cf
+        import multiprocessing
+        args.threads = 1
+        with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            for k, acc, bow, best in ex.map(_mr_fold, [args] * len(folds), folds,
+                                            [True] * len(folds)):
+                results.append((acc, bow))
+                print(f"fold {k + 1}: CNN {acc:.4f}  bag-of-words {bow:.4f}  (best epoch {best})",
+                      flush=True)
+    else:
+        for k in folds:
+            _, acc, bow, best = _mr_fold(args, k)
+            results.append((acc, bow))
+            print(f"fold {k + 1}: CNN {acc:.4f}  bag-of-words {bow:.4f}  (best epoch {best})",
+                  flush=True)
+    a = np.array([r[0] for r in results])
     print(f"MR Kim CNN-{args.variant}{' + ' + args.vectors if args.vectors else ''}: "
           f"{len(a)} of {args.folds} folds, accuracy {100 * a.mean():.2f} +- "
           f"{100 * (a.std(ddof=1) if len(a) > 1 else 0):.2f}; bag-of-words "
-          f"{100 * np.mean(bows):.2f}; {time.perf_counter() - t0:.0f} s")
+          f"{100 * np.mean([r[1] for r in results]):.2f}; {time.perf_counter() - t0:.0f} s")
 
 
 def bench_conll(args):
@@ -56,13 +85,17 @@ def bench_conll(args):
     from numconv.text.train import TextConfig, train_text
     cfg = TextConfig(model="window", dataset=os.path.join(SHARED, "conll2000"),
                      vectors=args.vectors, epochs=args.epochs, seed=args.seed,
-                     threads=args.threads, hidden=args.hidden, lr=args.lr)
+                     threads=args.threads, hidden=args.hidden, lr=args.lr,
+                     min_freq=args.min_freq,
+                     features=tuple(f for f in (args.features or "").split(",") if f))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cfg.run_dir = os.path.join(tmp, "run")
         s = train_text(cfg, callbacks=_print_cb())
     t = s["test"]
-    print(f"CoNLL-2000 window tagger{' + ' + args.vectors if args.vectors else ''}: chunk F1 "
+    extras = [x for x in (args.vectors, args.features and f"{args.features} feature",
+                          args.min_freq > 1 and f"min-freq {args.min_freq}") if x]
+    print(f"CoNLL-2000 window tagger{''.join(' + ' + x for x in extras)}: chunk F1 "
           f"{t['f1']:.2f} (P {t['precision']:.2f} R {t['recall']:.2f}), token accuracy "
           f"{100 * t['acc']:.2f}, best epoch {s['best_epoch']}; {time.perf_counter() - t0:.0f} s")
 
@@ -183,7 +216,12 @@ def main():
     p.add_argument("--embed-dim", type=int)
     p.add_argument("--hidden", type=int, default=300)
     p.add_argument("--lr", type=float)
+    p.add_argument("--features", help="conll2000: input columns beside the words, e.g. pos.")
+    p.add_argument("--min-freq", type=int, default=1,
+                   help="Words seen fewer times in training share the unknown-word row.")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="mr: folds trained at once, in separate single-threaded processes.")
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

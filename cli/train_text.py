@@ -16,6 +16,12 @@ def _widths(ctx, param, value):
     return widths
 
 
+def _features(ctx, param, value):
+    if not value:
+        return ()
+    return tuple(v.strip() for v in value.split(",") if v.strip())   # checked by TextConfig
+
+
 @click.command("train-text")
 @click.option("--model", type=click.Choice(["kim", "window"]), default="kim", show_default=True,
               help="kim: sentence classifier (Kim 2014); window: token tagger (Collobert 2011).")
@@ -59,6 +65,11 @@ def _widths(ctx, param, value):
               help="Tagger: Collobert's capitalisation feature.")
 @click.option("--activation", type=click.Choice(["hardtanh", "relu"]), default="hardtanh",
               show_default=True, help="Tagger: hidden activation.")
+@click.option("--features", callback=_features,
+              help="Tagger: further CoNLL columns read as inputs beside each word, e.g. pos "
+                   "(CoNLL-2000 gives POS tags; Collobert et al. feed them to the chunker).")
+@click.option("--feature-dim", type=int, default=10, show_default=True,
+              help="Tagger: size of each --features vector.")
 @click.option("--patience", type=int, help="Early stopping: epochs without a better validation "
                                            "accuracy (default: kim 5, window 3).")
 @click.option("--cv", type=int, default=0, show_default=True,

@@ -122,3 +122,60 @@ def test_evaluate_text_run_reproduces_the_report(tmp_path):
     s = train_text(TextConfig(run_dir=str(tmp_path / "ev"), **dict(QUICK, epochs=1, limit=200)))
     again = evaluate_text_run(str(tmp_path / "ev"))
     assert again["acc"] == s["test"]["acc"] and again["count"] == 600
+
+
+def _ambiguous_conll(folder):
+    """Words that are nouns or verbs by context only the POS column gives: 'walks' after 'the'
+    and before a verb is a noun (B-NP) in half the sentences, a verb (B-VP) in the others, with
+    the same neighbours; only the POS tag tells them apart."""
+    rng = np.random.default_rng(3)
+    for name, n in (("train", 200), ("test", 60)):
+        lines = []
+        for _ in range(n):
+            noun = rng.random() < 0.5
+            toks = [("we", "PRP", "B-NP"), ("walks", "NNS" if noun else "VBZ",
+                                             "B-NP" if noun else "B-VP"), (".", ".", "O")]
+            lines += [" ".join(t) for t in toks] + [""]
+        (folder / f"{name}.txt").write_text("\n".join(lines))
+
+
+def test_window_tagger_reads_the_pos_column_as_an_input_feature(tmp_path):
+    from numconv.text.train import evaluate_text_run
+    _ambiguous_conll(tmp_path)
+    common = ["train-text", "--model", "window", "--dataset", str(tmp_path), "--epochs", "4",
+              "--hidden", "16", "--lr", "0.02", "--threads", "2", "--no-caps"]
+    runs = {}
+    for label, extra in (("words", []), ("pos", ["--features", "pos"])):
+        run = str(tmp_path / label)
+        result = CliRunner().invoke(main, common + ["--run-dir", run] + extra)
+        assert result.exit_code == 0, result.output
+        runs[label] = json.loads(open(os.path.join(run, "report.json")).read())
+    assert runs["pos"]["acc"] == 1.0           # the feature decides the tag
+    assert runs["words"]["acc"] < 0.9          # words alone cannot (half the 'walks' are wrong)
+    run = str(tmp_path / "pos")
+    assert evaluate_text_run(run)["acc"] == runs["pos"]["acc"]
+    doc = json.loads(open(os.path.join(run, "config.json")).read())
+    assert doc["features"] == ["pos"] and "VBZ" in doc["feature_vocabs"]["pos"]
+    out = predict_text(run, ["we/PRP walks/VBZ ./.", "we/PRP walks/NNS ./."])
+    assert [o["tags"][1] for o in out] == ["B-VP", "B-NP"]
+    assert out[0]["tokens"] == ["we", "walks", "."]
+    with pytest.raises(ValueError, match=r"give every token as word/POS"):
+        predict_text(run, ["we walks ."])
+
+
+def test_feature_column_errors_are_one_line(tmp_path):
+    _ambiguous_conll(tmp_path)
+    runner = CliRunner()
+    for args, needle in [
+        (["--features", "pos"], "needs --model window"),
+        (["--model", "window", "--dataset", str(tmp_path), "--features", "lemma"],
+         "--features 'lemma' is not a CoNLL column"),
+        (["--model", "window", "--dataset", str(tmp_path), "--features", "chunk"],
+         "feature column 2 is not a column besides the word"),
+        (["--model", "window", "--dataset", str(tmp_path), "--tags", "pos", "--features", "pos"],
+         "is the column being predicted"),
+    ]:
+        result = runner.invoke(main, ["train-text", "--run-dir", str(tmp_path / "r")] + args)
+        assert result.exit_code != 0, args
+        assert needle in result.output, (args, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -44,12 +44,14 @@ SKIP_IN_CLASS_FOLDERS = ("all", "txt", "md", "orig", "json", "csv", "tsv")
 class TextSplit:
     tokens: list            # [[str]] sentences
     labels: list            # classification: [str]; tagging: [[str]] one tag per token
+    features: list = None   # tagging with input feature columns: [[[str] per column] per sentence]
 
     def __len__(self):
         return len(self.tokens)
 
     def subset(self, idx):
-        return TextSplit([self.tokens[i] for i in idx], [self.labels[i] for i in idx])
+        return TextSplit([self.tokens[i] for i in idx], [self.labels[i] for i in idx],
+                         None if self.features is None else [self.features[i] for i in idx])
 
 
 @dataclass
@@ -180,19 +182,21 @@ def read_class_files(folder, encoding="latin-1", tokenizer="kim", lower=True):
     return TextSplit(tokens, labels)
 
 
-def read_conll(path, tag_column=None, encoding="utf-8", lower=False):
+def read_conll(path, tag_column=None, encoding="utf-8", lower=False, feature_columns=()):
     """CoNLL column file -> TextSplit of (words, tags). `tag_column` is the 0-based column of the
-    tags (default: the last); the first column is the word."""
+    tags (default: the last); the first column is the word. `feature_columns`: 0-based columns
+    read as input features (e.g. 1, the POS tags of CoNLL-2000), kept in `features`."""
     text = read_text(path, encoding)
-    tokens, labels = [], []
-    words, tags, ncols = [], [], None
+    tokens, labels, features = [], [], []
+    words, tags, feats, ncols = [], [], [[] for _ in feature_columns], None
     for lineno, line in enumerate(text.split("\n"), 1):
         parts = line.split()
         if not parts:
             if words:
                 tokens.append(words)
                 labels.append(tags)
-            words, tags = [], []
+                features.append(feats)
+            words, tags, feats = [], [], [[] for _ in feature_columns]
             continue
         if parts[0] == "-DOCSTART-":
             continue
@@ -202,17 +206,25 @@ def read_conll(path, tag_column=None, encoding="utf-8", lower=False):
             if ncols < 2 or not 0 < col < ncols:
                 raise ValueError(f"file {path} line {lineno}: a CoNLL line needs a word and a "
                                  f"tag column {col}, got {len(parts)} column(s): {line.strip()!r}")
+            for c in feature_columns:
+                if not 0 < c < ncols or c == col:
+                    raise ValueError(f"file {path} line {lineno}: feature column {c} is not a "
+                                     f"column besides the word (0) and the tags ({col}) of its "
+                                     f"{ncols}: {line.strip()!r}")
         if len(parts) != ncols:
             raise ValueError(f"file {path} line {lineno}: expected {ncols} columns like the "
                              f"lines before it, got {len(parts)}: {line.strip()!r}")
         words.append(parts[0].lower() if lower else parts[0])
         tags.append(parts[col])
+        for f, c in zip(feats, feature_columns):
+            f.append(parts[c])
     if words:
         tokens.append(words)
         labels.append(tags)
+        features.append(feats)
     if not tokens:
         raise ValueError(f"file {path} holds no sentences")
-    return TextSplit(tokens, labels)
+    return TextSplit(tokens, labels, features if feature_columns else None)
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -229,7 +241,7 @@ def _split_files(folder, exts):
     return found
 
 
-def _from_hub(name, task, tags, text_column, label_column, tokenizer, lower):
+def _from_hub(name, task, tags, text_column, label_column, tokenizer, lower, features=()):
     from numconv.data._hub import HubSpec, load_hub_dataset
     if task == "tag":
         repo, default_col = HUB_TAGGING[name]
@@ -245,8 +257,18 @@ def _from_hub(name, task, tags, text_column, label_column, tokenizer, lower):
             continue
         if task == "tag":
             names = part.features[col].feature.names
+            fcols = [TAG_COLUMNS[f][1] for f in features]
+            for c in fcols:
+                if c not in part.column_names:
+                    raise ValueError(f"hub dataset {repo} has no column {c!r} for --features "
+                                     f"(columns: {', '.join(part.column_names)})")
+            fnames = [part.features[c].feature.names for c in fcols]
+            feats = None
+            if fcols:
+                feats = [[[fn[t] for t in seq] for fn, seq in zip(fnames, row)]
+                         for row in zip(*(part[c] for c in fcols))]
             splits[key] = TextSplit([list(s) for s in part["tokens"]],
-                                    [[names[t] for t in s] for s in part[col]])
+                                    [[names[t] for t in s] for s in part[col]], feats)
         else:
             for c in (tcol, lcol):
                 if c not in part.column_names:
@@ -266,14 +288,26 @@ def _from_hub(name, task, tags, text_column, label_column, tokenizer, lower):
 
 
 def load_text_data(source=DEFAULT_DATASET, task="classify", *, text_column=None,
-                   label_column=None, encoding=None, tokenizer="kim", lower=True, tags=None):
+                   label_column=None, encoding=None, tokenizer="kim", lower=True, tags=None,
+                   features=()):
     """-> TextData. `task` 'classify' or 'tag'; `tags` ('pos', 'chunk', 'ner') picks the CoNLL
-    column for tagging (default: the last column, or the hub dataset's chunk/NER tags)."""
+    column for tagging (default: the last column, or the hub dataset's chunk/NER tags);
+    `features` names further CoNLL columns read as tagging inputs (e.g. ('pos',))."""
     if task not in ("classify", "tag"):
         raise ValueError(f"task {task!r} is unknown; use classify or tag")
     if tags is not None and tags not in TAG_COLUMNS:
         raise ValueError(f"--tags {tags!r} is unknown; use one of {', '.join(TAG_COLUMNS)}")
+    features = tuple(features or ())
+    for f in features:
+        if f not in TAG_COLUMNS:
+            raise ValueError(f"--features {f!r} is unknown; use one of {', '.join(TAG_COLUMNS)}")
+    if features and task != "tag":
+        raise ValueError("--features (CoNLL input columns) applies to the window tagger only")
+    if tags is not None and tags in features:
+        raise ValueError(f"--features {tags} is the column being predicted (--tags {tags}); "
+                         f"an input feature must be another column")
     tag_col = TAG_COLUMNS[tags][0] if tags else None
+    feat_cols = tuple(TAG_COLUMNS[f][0] for f in features)
     if source == DEFAULT_DATASET and task == "classify":
         path = _embedded_path()
         if not os.path.exists(path):
@@ -292,7 +326,8 @@ def load_text_data(source=DEFAULT_DATASET, task="classify", *, text_column=None,
             if "train" not in files:
                 raise ValueError(f"folder {source} has no train.txt CoNLL file (found: "
                                  f"{', '.join(sorted(os.listdir(source))) or 'nothing'})")
-            parts = {k: read_conll(p, tag_col, encoding or "utf-8") for k, p in files.items()}
+            parts = {k: read_conll(p, tag_col, encoding or "utf-8", feature_columns=feat_cols)
+                     for k, p in files.items()}
         else:
             files = _split_files(source, TABLE_EXTS)
             if "train" in files:
@@ -305,7 +340,7 @@ def load_text_data(source=DEFAULT_DATASET, task="classify", *, text_column=None,
                         parts.get("val"), parts.get("test"))
     if os.path.isfile(source):
         if task == "tag":
-            split = read_conll(source, tag_col, encoding or "utf-8")
+            split = read_conll(source, tag_col, encoding or "utf-8", feature_columns=feat_cols)
         elif os.path.splitext(source)[1].lower() in TABLE_EXTS:
             split = read_table_split(source, text_column, label_column, encoding or "utf-8",
                                      tokenizer, lower)
@@ -315,7 +350,8 @@ def load_text_data(source=DEFAULT_DATASET, task="classify", *, text_column=None,
         return TextData(os.path.basename(source), source, task, split)
     hub = HUB_TAGGING if task == "tag" else HUB_TEXT
     if source in hub:
-        return _from_hub(source, task, tags, text_column, label_column, tokenizer, lower)
+        return _from_hub(source, task, tags, text_column, label_column, tokenizer, lower,
+                         features)
     known = ", ".join(([DEFAULT_DATASET] if task == "classify" else []) + sorted(hub))
     raise FileNotFoundError(f"dataset {source!r} is neither a file, a folder nor a known name "
                             f"({known})")

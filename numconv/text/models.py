@@ -163,9 +163,15 @@ def caps_feature(word):
 
 
 class WindowTagger(Module):
+    """Collobert et al. (2011)'s window network: each token's word vector (plus a capitalisation
+    vector and, optionally, vectors of further discrete input columns such as POS tags: their
+    section 6 feeds POS to the chunker) in a window of `window` tokens -> hidden layer -> tag
+    scores. `features`: ((name, number of values incl. padding/unknown), ...), each embedded in
+    `feature_dim` dimensions as `feature_<name>`."""
+
     def __init__(self, vocab_size, num_tags, embed_dim=50, window=5, hidden=300, caps_dim=5,
                  activation="hardtanh", pretrained=None, init_scale=0.25, seed=0,
-                 dtype=np.float32):
+                 dtype=np.float32, features=(), feature_dim=10):
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"--window must be an odd width >= 1 (3 or 5), got {window}")
@@ -180,26 +186,46 @@ class WindowTagger(Module):
                                         init_scale=init_scale, rng=rng, dtype=dtype))
         if caps_dim:
             self.add("caps", Embedding(CAPS, caps_dim, init_scale=init_scale, rng=rng, dtype=dtype))
-        conv = Conv1d(embed_dim + caps_dim, hidden, window, init="glorot", rng=rng, dtype=dtype)
+        self.features = tuple((str(name), int(size)) for name, size in features)
+        for name, size in self.features:
+            self.add(f"feature_{name}", Embedding(size, feature_dim, init_scale=init_scale,
+                                                  rng=rng, dtype=dtype))
+        inputs = embed_dim + caps_dim + feature_dim * len(self.features)
+        conv = Conv1d(inputs, hidden, window, init="glorot", rng=rng, dtype=dtype)
         self.add("conv", conv)
         self.add("act", HardTanh() if activation == "hardtanh" else ReLU())
         self.add("out", Conv1d(hidden, num_tags, 1, init="glorot", rng=rng, dtype=dtype))
 
+    def _inputs(self):
+        """The embedding layers whose vectors are concatenated per token, in order."""
+        layers = [self.embedding] + ([self.caps] if self.caps_dim else [])
+        return layers + [getattr(self, f"feature_{name}") for name, _ in self.features]
+
     def forward(self, batch):
-        """batch = (ids (N, T + 2 pad), caps (N, T + 2 pad), lengths) -> logits (N, K, T)."""
-        ids, caps, _ = batch
-        x = self.embedding.forward(ids)
+        """batch = (ids (N, T + 2 pad), caps (N, T + 2 pad), lengths[, [feature ids (N, T + 2
+        pad)] one per feature]) -> logits (N, K, T)."""
+        ids, caps = batch[0], batch[1]
+        feats = batch[3] if len(batch) > 3 else []
+        if len(feats) != len(self.features):
+            raise ValueError(f"this tagger reads {len(self.features)} feature column(s) "
+                             f"({', '.join(n for n, _ in self.features) or 'none'}), the batch "
+                             f"has {len(feats)}")
+        parts = [self.embedding.forward(ids)]
         if self.caps_dim:
-            x = np.concatenate([x, self.caps.forward(caps)], axis=2)
+            parts.append(self.caps.forward(caps))
+        for (name, _), f in zip(self.features, feats):
+            parts.append(getattr(self, f"feature_{name}").forward(f))
+        x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
         x = np.ascontiguousarray(x.transpose(0, 2, 1))
         return self.out.forward(self.act.forward(self.conv.forward(x)))
 
     def backward(self, dlogits):
         dx = self.conv.backward(self.act.backward(self.out.backward(dlogits)))
-        D = self.embedding.embedding_dim
-        self.embedding.backward(dx[:, :D].transpose(0, 2, 1))
-        if self.caps_dim:
-            self.caps.backward(dx[:, D:].transpose(0, 2, 1))
+        start = 0
+        for layer in self._inputs():
+            stop = start + layer.embedding_dim
+            layer.backward(dx[:, start:stop].transpose(0, 2, 1))
+            start = stop
         return None
 
 

@@ -70,6 +70,8 @@ class TextConfig:
     window: int = 5
     hidden: int = 300
     caps: bool = True
+    features: tuple = ()               # tagging: further CoNLL input columns, e.g. ('pos',)
+    feature_dim: int = 10
     activation: str = "hardtanh"
     patience: int = None
     cv: int = 0
@@ -106,6 +108,15 @@ class TextConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.cv == 1 or self.cv < 0:
             raise ValueError(f"--cv must be 0 (off) or >= 2 folds, got {self.cv}")
+        self.features = tuple(self.features or ())
+        for name in self.features:
+            if name not in textdata.TAG_COLUMNS:
+                raise ValueError(f"--features {name!r} is not a CoNLL column; use "
+                                 f"{', '.join(textdata.TAG_COLUMNS)} (comma-separated)")
+        if self.features and self.model != "window":
+            raise ValueError("--features (CoNLL input columns such as pos) needs --model window")
+        if self.feature_dim < 1:
+            raise ValueError(f"--feature-dim must be >= 1, got {self.feature_dim}")
         if self.model == "kim" and self.variant != "rand" and not self.vectors:
             raise ValueError(f"--variant {self.variant} needs --vectors (a GloVe/word2vec/"
                              f"fastText file, or glove-6b-50d)")
@@ -117,11 +128,13 @@ class TextConfig:
 @dataclass
 class Encoded:
     """One split as row indices: ids [array], caps [array] (tagging), y (N,) classes or
-    [array] tags; `len(y)` is the number of sentences (what EpochBatches needs)."""
+    [array] tags; `len(y)` is the number of sentences (what EpochBatches needs); feats: one
+    [array] per input feature column (tagging with --features), else None."""
     ids: list
     caps: list
     y: object
     tokens: list
+    feats: list = None
 
 
 def _norm_word(w, cfg):
@@ -131,8 +144,27 @@ def _norm_word(w, cfg):
     return w
 
 
-def encode_split(split, vocab, cfg, classes):
+def feature_vocabularies(cfg, train):
+    """{feature name: Vocabulary of its values in the training split} (rows 0/1 padding and
+    unknown, as for words)."""
+    if not cfg.features:
+        return {}
+    if train.features is None:
+        raise ValueError(f"dataset {cfg.dataset} has no feature columns for --features "
+                         f"{','.join(cfg.features)}")
+    return {name: Vocabulary.build([s[k] for s in train.features])
+            for k, name in enumerate(cfg.features)}
+
+
+def encode_split(split, vocab, cfg, classes, feature_vocabs=None):
     index = {c: i for i, c in enumerate(classes)}
+    feats = None
+    if cfg.features:
+        if split.features is None:
+            raise ValueError(f"this tagger reads the input column(s) {', '.join(cfg.features)} "
+                             f"beside each word, and the text has none")
+        feats = [[np.array(feature_vocabs[name].encode(s[k]), np.int64) for s in split.features]
+                 for k, name in enumerate(cfg.features)]
     ids = [np.array(vocab.encode([_norm_word(w, cfg) for w in s]), np.int64) for s in split.tokens]
     caps = [np.array([caps_feature(w) for w in s], np.int64) for s in split.tokens] \
         if cfg.task == "tag" else None
@@ -148,7 +180,7 @@ def encode_split(split, vocab, cfg, classes):
         y = [np.array([cls(t) for t in tags], np.int64) for tags in split.labels]
     else:
         y = np.array([cls(lab) for lab in split.labels], np.int64)
-    return Encoded(ids, caps, y, split.tokens)
+    return Encoded(ids, caps, y, split.tokens, feats)
 
 
 def pad_batch(seqs, pad, fill=0):
@@ -174,6 +206,9 @@ def make_preparer(cfg, model_pad):
         for r, i in enumerate(idx):
             tags[r, :lengths[r]] = split.y[i]
             mask[r, :lengths[r]] = True
+        if split.feats:
+            feats = [pad_batch([column[i] for i in idx], model_pad)[0] for column in split.feats]
+            return (ids, caps, lengths, feats), (tags, mask)
         return (ids, caps, lengths), (tags, mask)
     return prepare
 
@@ -201,8 +236,9 @@ def _sorted_classes(labels):
         return sorted(uniq)
 
 
-def build_model(cfg, vocab_size, num_classes, table=None):
-    """The run's model; `table` (V, D) pretrained rows (or None: random / loaded later)."""
+def build_model(cfg, vocab_size, num_classes, table=None, feature_vocabs=None):
+    """The run's model; `table` (V, D) pretrained rows (or None: random / loaded later);
+    `feature_vocabs` {name: vocabulary} of the tagger's input feature columns."""
     if cfg.model == "kim":
         if table is None and cfg.variant != "rand":
             table = np.zeros((vocab_size, cfg.embed_dim), np.float32)   # state loaded after
@@ -211,7 +247,9 @@ def build_model(cfg, vocab_size, num_classes, table=None):
                       seed=cfg.seed)
     return WindowTagger(vocab_size, num_classes, embed_dim=cfg.embed_dim, window=cfg.window,
                         hidden=cfg.hidden, caps_dim=5 if cfg.caps else 0,
-                        activation=cfg.activation, pretrained=table, seed=cfg.seed)
+                        activation=cfg.activation, pretrained=table, seed=cfg.seed,
+                        features=[(n, len(feature_vocabs[n])) for n in cfg.features],
+                        feature_dim=cfg.feature_dim)
 
 
 def _vocab_and_vectors(cfg, train, others):
@@ -253,7 +291,8 @@ def _carve(split, fraction, seed, salt):
 def load_data(cfg):
     return textdata.load_text_data(cfg.dataset, cfg.task, text_column=cfg.text_column,
                                    label_column=cfg.label_column, encoding=cfg.encoding,
-                                   tokenizer=cfg.tokenizer, lower=cfg.lower, tags=cfg.tags)
+                                   tokenizer=cfg.tokenizer, lower=cfg.lower, tags=cfg.tags,
+                                   features=cfg.features)
 
 
 def _splits(cfg, data, fold=None):
@@ -264,7 +303,9 @@ def _splits(cfg, data, fold=None):
         train = train.subset(range(min(cfg.limit, len(train))))
     if fold is not None:
         everything = train if test is None else textdata.TextSplit(
-            train.tokens + test.tokens, train.labels + test.labels)
+            train.tokens + test.tokens, train.labels + test.labels,
+            None if train.features is None or test.features is None
+            else train.features + test.features)
         folds = np.random.default_rng([cfg.seed, 7]).permutation(len(everything)) % cfg.cv
         train = everything.subset(np.flatnonzero(folds != fold))
         test = everything.subset(np.flatnonzero(folds == fold))
@@ -345,7 +386,17 @@ def config_from_doc(doc):
     known = TextConfig.__annotations__
     cfg = TextConfig(**{k: v for k, v in doc.items() if k in known})
     cfg.widths = tuple(cfg.widths)
+    cfg.features = tuple(cfg.features or ())
     return cfg
+
+
+def _feature_vocabs_from_doc(doc):
+    saved = doc.get("feature_vocabs") or {}
+    missing = [n for n in doc.get("features") or () if n not in saved]
+    if missing:
+        raise CheckpointError(f"the run's config.json lacks the values of its input feature(s) "
+                              f"{', '.join(missing)}; the run directory is damaged")
+    return {n: Vocabulary.from_json(words) for n, words in saved.items()}
 
 
 def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop_flag=None):
@@ -360,7 +411,8 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
         cfg = config_from_doc(doc).resolve()
         vocab = Vocabulary.from_json(_read_json(run_dir, "vocab.json"))
         classes = doc["classes"]
-        model = build_model(cfg, len(vocab), len(classes))
+        fvocabs = _feature_vocabs_from_doc(doc)
+        model = build_model(cfg, len(vocab), len(classes), feature_vocabs=fvocabs)
         model_state, optim_state, sched_state, meta = load_checkpoint(checkpoint_path(run_dir))
         state = loop.TrainState.from_meta(meta)
         vec_info = doc.get("vector_info")
@@ -386,8 +438,9 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
                                f"({vec_info['train_coverage']:.1%} of the training words); the "
                                f"rest start from U[-{vec_info['unknown_init_scale']:.3f}, "
                                f"{vec_info['unknown_init_scale']:.3f}]")
-        model = build_model(cfg, len(vocab), len(classes), table)
-    enc = {name: encode_split(sp, vocab, cfg, classes)
+        fvocabs = feature_vocabularies(cfg, train)
+        model = build_model(cfg, len(vocab), len(classes), table, fvocabs)
+    enc = {name: encode_split(sp, vocab, cfg, classes, fvocabs)
            for name, sp in (("train", train), ("val", val), ("test", test))}
     prepare = make_preparer(cfg, model.pad)
     loss_fn = SoftmaxCrossEntropy()
@@ -400,8 +453,10 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
         doc = dict(asdict(cfg), kind="text", task=cfg.task, classes=list(classes),
                    vocab_size=len(vocab), parameters=int(model.num_parameters()),
                    dataset_source=data.source, fold=fold, vector_info=vec_info,
-                   splits={"train": len(train), "val": len(val), "test": len(test)})
+                   splits={"train": len(train), "val": len(val), "test": len(test)},
+                   feature_vocabs={n: v.to_json() for n, v in fvocabs.items()})
         doc["widths"] = list(cfg.widths)
+        doc["features"] = list(cfg.features)
         _write_json(run_dir, "vocab.json", vocab.to_json())
         _write_json(run_dir, "config.json", doc)
 
@@ -541,12 +596,13 @@ def load_text_run(run_dir, which="best"):
         raise CheckpointError(f"{run_dir} is not a text run")
     cfg = config_from_doc(doc)
     vocab = Vocabulary.from_json(_read_json(run_dir, "vocab.json"))
+    cfg.feature_vocabs = _feature_vocabs_from_doc(doc)
     path = checkpoint_path(run_dir, which)
     if not os.path.exists(path):
         path = checkpoint_path(run_dir, "last")
     if not os.path.exists(path):
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
-    model = build_model(cfg, len(vocab), len(doc["classes"]))
+    model = build_model(cfg, len(vocab), len(doc["classes"]), feature_vocabs=cfg.feature_vocabs)
     try:
         model.load_state_dict(load_checkpoint(path)[0])
     except ValueError as exc:
@@ -560,7 +616,8 @@ def predict_text(run_dir, inputs):
 
     Classification -> [{'input', 'tokens', 'label', 'probabilities': {class: p}}] (classes in
     the run's order); tagging -> [{'input', 'tokens', 'tags'}]. Inputs are raw strings, tokenised
-    as the run's training text was (tagging: split on whitespace)."""
+    as the run's training text was (tagging: split on whitespace). A tagger trained with input
+    feature columns (--features pos) takes each token as word/FEATURE, e.g. "He/PRP runs/VBZ"."""
     from numconv.ops.nn import softmax
     from numconv.text.tokenize import tokenize
     doc, cfg, vocab, model = load_text_run(run_dir)
@@ -568,8 +625,11 @@ def predict_text(run_dir, inputs):
     inputs = list(inputs)
     if not inputs:
         raise ValueError("give at least one sentence to label")
+    features = None
     if cfg.task == "tag":
         tokens = [text.split() for text in inputs]
+        if cfg.features:
+            tokens, features = _split_feature_tokens(tokens, cfg.features)
     else:
         tokens = [tokenize(text, cfg.tokenizer, cfg.lower) for text in inputs]
     for text, toks in zip(inputs, tokens):
@@ -577,7 +637,8 @@ def predict_text(run_dir, inputs):
             raise ValueError(f"nothing to tag in {text!r}")
     dummy = [classes[0]] * len(tokens) if cfg.task == "classify" else \
         [[classes[0]] * len(t) for t in tokens]
-    enc = encode_split(textdata.TextSplit(tokens, dummy), vocab, cfg, classes)
+    enc = encode_split(textdata.TextSplit(tokens, dummy, features), vocab, cfg, classes,
+                       cfg.feature_vocabs)
     prepare = make_preparer(cfg, model.pad)
     out = predict_logits(model, enc, prepare)
     results = []
@@ -593,6 +654,25 @@ def predict_text(run_dir, inputs):
     return results
 
 
+def _split_feature_tokens(sentences, names):
+    """[["word/F1[/F2]", ...]] -> (words, [[[F1 ...], [F2 ...]] per sentence])."""
+    words, feats = [], []
+    for sent in sentences:
+        w, f = [], [[] for _ in names]
+        for tok in sent:
+            parts = tok.rsplit("/", len(names))
+            if len(parts) != len(names) + 1 or not all(parts):
+                example = "/".join(["word"] + [n.upper() for n in names])
+                raise ValueError(f"token {tok!r}: this tagger reads {', '.join(names)} beside each "
+                                 f"word; give every token as {example} (e.g. runs/VBZ)")
+            w.append(parts[0])
+            for column, value in zip(f, parts[1:]):
+                column.append(value)
+        words.append(w)
+        feats.append(f)
+    return words, feats
+
+
 def evaluate_text_run(run_dir, which="best"):
     """Re-score a saved text run on its test split (the same split it was trained with): the
     report dict of report.json (accuracy; chunk F1 for chunk tags)."""
@@ -600,7 +680,7 @@ def evaluate_text_run(run_dir, which="best"):
     data = load_data(cfg)
     _, _, test, _ = _splits(cfg, data, doc.get("fold"))
     classes = doc["classes"]
-    enc = encode_split(test, vocab, cfg, classes)
+    enc = encode_split(test, vocab, cfg, classes, cfg.feature_vocabs)
     metrics, out = evaluate_split(model, enc, make_preparer(cfg, model.pad),
                                   SoftmaxCrossEntropy(), classes, cfg.task)
     report = dict(metrics, count=len(enc.y), classes=list(classes))
