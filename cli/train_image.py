@@ -1,5 +1,6 @@
 """`numconv train-image`: train an image CNN; with no options, LeNet-5 on MNIST (or, offline with
-nothing cached, on scikit-learn's bundled 8x8 digits, said in one line)."""
+nothing cached, on scikit-learn's bundled 8x8 digits, said in one line). --stream trains on a
+dataset too large for memory."""
 import click
 
 from cli._common import fail_cleanly, plot_curves
@@ -46,6 +47,15 @@ def _int_list(value):
 @click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
               help="Fraction of training data held out for validation when none is given.")
+@click.option("--stream/--no-stream", default=None,
+              help="Stream the data instead of loading it whole (hub datasets, parquet/arrow/csv/"
+                   "jsonl, image folders; not IDX). Default: stream a local dataset whose files "
+                   "take more than a quarter of this machine's memory.")
+@click.option("--shuffle-buffer", type=int,
+              help="Streaming: rows held by the shuffle buffer (default 10000; 0: source order).")
+@click.option("--stats-sample", type=int,
+              help="Streaming: training images the normalisation statistics come from "
+                   "(default 10000).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
               show_default=True, help="Where to train.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
@@ -72,7 +82,8 @@ def train_image(resume_dir, augment, device, **opts):
     if resume_dir:
         cfg.run_dir = resume_dir
     with fail_cleanly(), ProgressPrinter(console, "images") as printer:
-        summary = run(cfg, callbacks=printer.callbacks(), resume=bool(resume_dir))
+        summary = run(cfg, callbacks=printer.callbacks(), resume=bool(resume_dir),
+                      progress=printer.data_progress)
     console.print(f"trained {summary['model']} on {summary['dataset']}; "
                   f"best validation accuracy {summary['best_val_acc']:.2%} "
                   f"(epoch {summary['best_epoch']})")

@@ -142,16 +142,36 @@ def channel_stats(x, chunk=4096):
     """Per-channel mean and standard deviation of (N, C, H, W) images in 0..1 units (uint8 / 255;
     float images as they are), accumulated in float64 over chunks of images. Returns two (C,)
     float32 arrays."""
-    n, c = x.shape[:2]
-    total = np.zeros(c)
-    total_sq = np.zeros(c)
-    scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
-    for start in range(0, n, chunk):
-        block = x[start:start + chunk].astype(np.float64) * scale
-        total += block.sum(axis=(0, 2, 3))
-        total_sq += np.square(block).sum(axis=(0, 2, 3))
-    count = n * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
-    std = np.where(std < STD_FLOOR, 1.0, std)
-    return mean.astype(np.float32), std.astype(np.float32)
+    acc = ChannelStats()
+    for start in range(0, x.shape[0], chunk):
+        acc.add(x[start:start + chunk])
+    return acc.result()
+
+
+class ChannelStats:
+    """`channel_stats` fed one block of images at a time (e.g. from a stream). Blocks of the same
+    images in the same order give bit-identical results to `channel_stats` with that chunk size."""
+
+    def __init__(self):
+        self.total = self.total_sq = None
+        self.count = 0   # pixels per channel so far
+        self.images = 0
+
+    def add(self, block):
+        """block: (n, C, H, W) images of one dtype (uint8 or float)."""
+        if self.total is None:
+            self.total = np.zeros(block.shape[1])
+            self.total_sq = np.zeros(block.shape[1])
+        scale = 1.0 / 255.0 if block.dtype == np.uint8 else 1.0
+        values = block.astype(np.float64) * scale
+        self.total += values.sum(axis=(0, 2, 3))
+        self.total_sq += np.square(values).sum(axis=(0, 2, 3))
+        self.count += block.shape[0] * block.shape[2] * block.shape[3]
+        self.images += block.shape[0]
+
+    def result(self):
+        """-> (mean, std), two (C,) float32 arrays; channels with no spread get std 1."""
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.total_sq / self.count - np.square(mean), 0.0))
+        std = np.where(std < STD_FLOOR, 1.0, std)
+        return mean.astype(np.float32), std.astype(np.float32)

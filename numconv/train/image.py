@@ -2,6 +2,12 @@
 the user's overrides, load the data, build the model, train with `numconv.train.loop.fit`, and
 write the test report.
 
+Data is held in memory (`numconv.data.images`), or streamed (`numconv.data.streaming`) with
+`stream=True`, or automatically when a local source's files take more than AUTO_STREAM_FRACTION of
+the machine's memory. A streamed run never holds a split: training batches come from datasets'
+seeded shuffle buffer, validation and test are evaluated batch by batch, and a resumed run skips
+the rows its interrupted epoch had already used.
+
 Run directory:
   config.json           the resolved configuration (what was asked and what was used)
   metrics.jsonl         one JSON line per epoch
@@ -23,6 +29,9 @@ from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkp
 
 DEFAULT_MODEL = "lenet5"
 DEFAULT_DATASET = "mnist"
+# With stream=None, a local source whose files take more than this share of physical memory is
+# streamed (decoded images are at least as large as their files).
+AUTO_STREAM_FRACTION = 0.25
 
 
 @dataclass
@@ -56,6 +65,9 @@ class ImageConfig:
     seed: int = 0
     val_fraction: float = 0.1
     limit: int = None             # use only the first `limit` training images (quick runs)
+    stream: bool = None           # True: stream the data; False: load it whole; None: automatic
+    shuffle_buffer: int = None    # streamed runs: rows in the shuffle buffer (0: source order)
+    stats_sample: int = None      # streamed runs: training images the statistics are taken from
     run_dir: str = "runs/latest"
     recipe: dict = field(default_factory=dict)
 
@@ -83,6 +95,11 @@ class ImageConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not self.width > 0:
             raise ValueError(f"--width must be > 0, got {self.width}")
+        for key in ("shuffle_buffer", "stats_sample"):
+            value = getattr(self, key)
+            if value is not None and value < (0 if key == "shuffle_buffer" else 1):
+                raise ValueError(f"--{key.replace('_', '-')} must be >= "
+                                 f"{0 if key == 'shuffle_buffer' else 1}, got {value}")
         return self
 
 
@@ -128,7 +145,7 @@ class EpochBatches:
         return self.prepare(self.split, idx, rng, self.augment)
 
 
-def _load_dataset(cfg, load_data=None):
+def _load_dataset(cfg, load_data=None, progress=None):
     """The run's data: the named source, or (for a hub name that cannot be reached) the embedded
     fallback, with a one-line note saying so. `limit` keeps the first training images."""
     from numconv.data import images as data
@@ -136,16 +153,55 @@ def _load_dataset(cfg, load_data=None):
         dataset, note = load_data(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
     elif cfg.dataset == DEFAULT_DATASET:
         dataset, note = data.load_images_or_fallback(cfg.dataset, val_fraction=cfg.val_fraction,
-                                                     seed=cfg.seed)
+                                                     seed=cfg.seed, progress=progress)
     else:
         dataset, note = data.load_images(cfg.dataset, val_fraction=cfg.val_fraction,
-                                         seed=cfg.seed), None
+                                         seed=cfg.seed, progress=progress), None
     if cfg.limit:
         if cfg.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {cfg.limit}")
         keep = slice(0, min(cfg.limit, len(dataset.train.y)))
         dataset.train = data.Split(dataset.train.x[keep], dataset.train.y[keep])
     return dataset, note
+
+
+def _memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def decide_stream(cfg):
+    """(stream: bool, note or None). cfg.stream None: stream a local source whose files take more
+    than AUTO_STREAM_FRACTION of physical memory; hub names are streamed only when asked."""
+    if cfg.stream is not None:
+        return bool(cfg.stream), None
+    from numconv.data import streaming
+    if streaming.streamable(cfg.dataset) is not None:
+        return False, None
+    size, memory = streaming.estimated_bytes(cfg.dataset), _memory_bytes()
+    if size is None or memory is None or size <= AUTO_STREAM_FRACTION * memory:
+        return False, None
+    return True, (f"streaming {cfg.dataset}: its files take {size / 2**30:.1f} GiB, more than "
+                  f"{AUTO_STREAM_FRACTION:.0%} of this machine's {memory / 2**30:.1f} GiB memory "
+                  f"(--no-stream loads it whole)")
+
+
+def _open_stream(cfg, progress=None):
+    """The run's data as streams; for the default hub dataset unreachable, the in-memory fallback.
+    -> (data, note, streamed)."""
+    from numconv.data import HubUnavailable
+    from numconv.data import streaming
+    try:
+        data = streaming.open_stream(cfg.dataset, val_fraction=cfg.val_fraction, limit=cfg.limit,
+                                     stats_sample=cfg.stats_sample, progress=progress)
+        return data, None, True
+    except HubUnavailable:
+        if cfg.dataset != DEFAULT_DATASET:
+            raise
+    dataset, note = _load_dataset(cfg, progress=progress)
+    return dataset, note + " (held in memory, not streamed)", False
 
 
 def _predict_logits(model, split, prepare, batch_size):
@@ -179,8 +235,39 @@ def evaluate_split(model, split, prepare, batch_size, loss_fn):
     return {"loss": float(loss), "acc": acc}, logits
 
 
-def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=None):
-    """Train (or resume) an image run. Returns a summary dict."""
+def evaluate_stream(model, split, prepare, batch_size, loss_fn, num_classes):
+    """evaluate_split and loop.classification_report for a streamed split, batch by batch: nothing
+    grows with the split but the confusion matrix. -> (metrics {'loss', 'acc'}, report).
+
+    The loss is the mean of per-batch means weighted by batch size, so it can differ from
+    evaluate_split's in the last bits; counts, accuracy, top-5 and the confusion matrix are exact."""
+    model.eval()
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    loss_sum, top5, n = 0.0, 0, 0
+    for x, y in split.batches(batch_size):
+        xb, yb = prepare((x, y), np.arange(len(y)), None, False)
+        logits = model.forward(xb)
+        loss, _ = loss_fn(logits, yb)
+        loss_sum += float(loss) * len(yb)
+        order = np.argsort(-logits, axis=1, kind="stable")
+        k = min(5, logits.shape[1])
+        top5 += int((order[:, :k] == yb[:, None]).any(axis=1).sum())
+        np.add.at(confusion, (yb, order[:, 0]), 1)
+        n += len(yb)
+    correct = int(np.trace(confusion))
+    acc = correct / n if n else float("nan")
+    metrics = {"loss": loss_sum / n if n else float("nan"), "acc": acc}
+    # the same expressions as loop.classification_report, so the numbers agree to the bit
+    report = {"count": n, "top1_error": (n - correct) / n if n else float("nan"),
+              "top5_error": 1 - top5 / n if n else float("nan"), "accuracy": acc,
+              "confusion_matrix": confusion.tolist()}
+    return metrics, report
+
+
+def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=None, progress=None):
+    """Train (or resume) an image run. Returns a summary dict.
+
+    progress(stage, done, total) reports data loading (total None when unknown)."""
     cb = callbacks or loop.Callbacks()
     run_dir = prepare_run_dir(cfg.run_dir, resume=resume)
     state = None
@@ -201,7 +288,19 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         import numba
         numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
 
-    dataset, note = _load_dataset(cfg, load_data)
+    streamed, auto_note = decide_stream(cfg)
+    if auto_note:
+        cb.call("message", auto_note)
+    if streamed and load_data is None:
+        from numconv.data import streaming
+        cfg.shuffle_buffer = (streaming.DEFAULT_SHUFFLE_BUFFER if cfg.shuffle_buffer is None
+                              else cfg.shuffle_buffer)
+        cfg.stats_sample = cfg.stats_sample or streaming.DEFAULT_STATS_SAMPLE
+        dataset, note, streamed = _open_stream(cfg, progress)
+    else:
+        dataset, note = _load_dataset(cfg, load_data, progress)
+        streamed = False
+    cfg.stream = streamed
     if note:
         cb.call("message", note)
     for line in dataset.notes:
@@ -232,7 +331,11 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
                       classes=list(dataset.classes),
                       input_shape=[channels, H, W], parameters=int(model.num_parameters()),
                       mean=[float(v) for v in np.ravel(dataset.mean)],
-                      std=[float(v) for v in np.ravel(dataset.std)], note=note)
+                      std=[float(v) for v in np.ravel(dataset.std)], note=note,
+                      split_sizes={"train": len(dataset.train), "val": len(dataset.val),
+                                   "test": len(dataset.test)})
+    if streamed:
+        config_doc["stats_images"] = dataset.stats_images
     if not resume:
         atomic_write_json(os.path.join(run_dir, "config.json"), config_doc)
 
@@ -248,18 +351,31 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         return loss + aux, int(np.sum(np.argmax(logits, axis=1) == y)), len(y)
 
     eval_bs = max(cfg.batch_size, 256)
+    if streamed:
+        from numconv.data.streaming import StreamBatches
+
+        def batches_for_epoch(e):
+            return StreamBatches(dataset.train, cfg.batch_size, seed=cfg.seed, epoch=e,
+                                 prepare=prepare, shuffle_buffer=cfg.shuffle_buffer)
+
+        def evaluate(m):
+            return evaluate_stream(m, dataset.val, prepare, eval_bs, loss_fn,
+                                   len(dataset.classes))[0]
+    else:
+        def batches_for_epoch(e):
+            return EpochBatches(dataset.train, cfg.batch_size, cfg.seed, e, prepare)
+
+        def evaluate(m):
+            return evaluate_split(m, dataset.val, prepare, eval_bs, loss_fn)[0]
     state, finished = loop.fit(
-        model, optimizer, schedule, epochs=cfg.epochs,
-        batches_for_epoch=lambda e: EpochBatches(dataset.train, cfg.batch_size, cfg.seed, e,
-                                                 prepare),
-        step_fn=step_fn,
-        evaluate=lambda m: evaluate_split(m, dataset.val, prepare, eval_bs, loss_fn)[0],
+        model, optimizer, schedule, epochs=cfg.epochs, batches_for_epoch=batches_for_epoch,
+        step_fn=step_fn, evaluate=evaluate,
         run_dir=run_dir, state=state, callbacks=cb, stop_flag=stop_flag,
         extra_meta={"kind": "image", "model": cfg.model})
     summary = {"run_dir": run_dir, "model": cfg.model, "finished": finished,
                "epochs_done": state.epoch,
                "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-               "dataset": dataset.source, "history": state.history}
+               "dataset": dataset.source, "history": state.history, "streamed": streamed}
     if finished:
         report = test_report(run_dir, model, dataset.test, prepare, eval_bs, loss_fn,
                              dataset.classes)
@@ -272,10 +388,18 @@ def test_report(run_dir, model, split, prepare, batch_size, loss_fn, classes):
     best = checkpoint_path(run_dir, "best")
     if os.path.exists(best):
         model.load_state_dict(load_checkpoint(best)[0])
-    metrics, logits = evaluate_split(model, split, prepare, batch_size, loss_fn)
-    report = loop.classification_report(logits, split.y, len(classes))
-    report.update(loss=metrics["loss"], classes=list(classes))
+    report = _report(model, split, prepare, batch_size, loss_fn, classes)
     atomic_write_json(os.path.join(run_dir, "report.json"), report)
+    return report
+
+
+def _report(model, split, prepare, batch_size, loss_fn, classes):
+    if hasattr(split, "batches"):   # a stream
+        metrics, report = evaluate_stream(model, split, prepare, batch_size, loss_fn, len(classes))
+    else:
+        metrics, logits = evaluate_split(model, split, prepare, batch_size, loss_fn)
+        report = loop.classification_report(logits, split.y, len(classes))
+    report.update(loss=metrics["loss"], classes=list(classes))
     return report
 
 
@@ -297,13 +421,14 @@ def evaluate_run(run_dir, which="best", batch_size=256):
     """Top-1/top-5 error, loss and confusion matrix of a saved run on its test split."""
     from numconv.train.runs import load_run
     cfg_doc, model = load_run(run_dir, which)
-    dataset = run_data(cfg_doc)
-    loss_fn = SoftmaxCrossEntropy()
-    metrics, logits = evaluate_split(model, dataset.test, make_preparer(_spec(cfg_doc)),
-                                     batch_size, loss_fn)
-    report = loop.classification_report(logits, dataset.test.y, len(cfg_doc["classes"]))
-    report.update(loss=metrics["loss"], classes=cfg_doc["classes"])
-    return report
+    if cfg_doc.get("stream") and not cfg_doc.get("note"):
+        from numconv.data import streaming   # the test split streamed again, statistics stored
+        test = streaming.open_stream(cfg_doc["dataset"], val_fraction=cfg_doc["val_fraction"],
+                                     statistics=False).test
+    else:
+        test = run_data(cfg_doc).test
+    return _report(model, test, make_preparer(_spec(cfg_doc)), batch_size,
+                   SoftmaxCrossEntropy(), cfg_doc["classes"])
 
 
 def predict_files(run_dir, paths):
