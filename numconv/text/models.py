@@ -16,11 +16,15 @@ WindowTagger (Collobert et al. 2011, window approach): ids (N, T) -> word vector
 capitalisation feature) -> Conv1d of width `window` over padding-token-extended sentences (so
 'same' size: one output per word) -> hardtanh or ReLU hidden layer -> per-word Linear (a width-1
 Conv1d) -> logits (N, K, T), trained with a softmax per word.
+
+KimCNN runs on the GPU after `model.to("cuda")` (the ids and lengths stay host arrays: they are the
+batch, and the embedding sorts the ids there); the CPU path is unchanged.
 """
 import numpy as np
 
 from numconv import ops
 from numconv.nn import Conv1d, Dropout, HardTanh, Linear, ReLU
+from numconv.nn import device as dev
 from numconv.nn.embedding import Embedding
 from numconv.nn.module import Module
 from numconv.ops import nn as F
@@ -38,14 +42,33 @@ class TiedChannelConv1d(Conv1d):
         self.copies = copies
 
     def _tiled(self):
-        return np.ascontiguousarray(np.concatenate([self.params["weight"]] * self.copies, axis=1))
+        w = self.params["weight"]
+        if dev.on_gpu(w):
+            return dev.concat_channels([w] * self.copies)
+        return np.ascontiguousarray(np.concatenate([w] * self.copies, axis=1))
 
     def forward(self, x):
         self._x = x
+        if dev.on_gpu(x) or dev.on_gpu(self.params["weight"]):
+            dev.same_place(x=x, weight=self.params["weight"])
+            return dev.conv_forward(1, x, self._tiled(), self.params.get("bias"))
         return ops.conv1d(x, self._tiled(), self.params.get("bias"), device=self.device)
 
     def backward(self, dy):
         x, k = self._x, self.kernel_size[0]
+        if dev.on_gpu(dy):
+            w = self._tiled()
+            dw = dev.conv_backward_weight(1, dy, x, w.shape)
+            C = self.params["weight"].shape[1]
+            total = dev.split_channels(dw, 0, C)         # the copies' gradients, added in order
+            for c in range(1, self.copies):
+                total = F.add(total, dev.split_channels(dw, c * C, C))
+            F.accumulate(self.grads["weight"], total)
+            if "bias" in self.params:
+                F.accumulate(self.grads["bias"], dev.conv_backward_bias(1, dy))
+            if not self.needs_input_grad:
+                return None
+            return dev.conv_backward_input(1, dy, w, x.shape)
         dw = ops.conv1d_backward_weight(dy, x, k, device=self.device)
         O, C = self.params["weight"].shape[:2]
         self.grads["weight"] += dw.reshape(O, self.copies, C, k).sum(axis=1)
@@ -111,6 +134,8 @@ class KimCNN(Module):
         if ids.shape[1] < 2 * self.pad + 1:
             raise ValueError(f"a Kim-CNN batch needs at least {2 * self.pad + 1} positions "
                              f"(use numconv.text.train.pad_batch), got {ids.shape[1]}")
+        if dev.on_gpu(self.embedding.weight):
+            return self._forward_gpu(ids, lengths)
         x = self.embedding.forward(ids).transpose(0, 2, 1)
         if self.variant == "multichannel":
             x = np.concatenate([x, self.embedding_static.forward(ids).transpose(0, 2, 1)], axis=1)
@@ -126,6 +151,23 @@ class KimCNN(Module):
         self._h = F.relu_forward(np.concatenate(pooled, axis=1))
         return self.fc.forward(self.dropout.forward(self._h))
 
+    def _forward_gpu(self, ids, lengths):
+        """`forward` with the model on the GPU: the same steps on device arrays."""
+        x = dev.transpose(self.embedding.forward(ids))
+        if self.variant == "multichannel":
+            x = dev.concat_channels([x, dev.transpose(self.embedding_static.forward(ids))])
+        lengths = dev.to_device(np.asarray(lengths, dtype=np.int64))
+        pooled, self._pool = [], []
+        for conv, k in zip(self.convs(), self.widths):
+            y = conv.forward(x)
+            # the windows that touch the sentence, window_mask's [pad - k + 1, pad + length)
+            dev.fill_outside_(y, lengths, self.pad - k + 1, self.pad, -np.inf)
+            m, idx = dev.global_pool(y, "max")
+            pooled.append(m)
+            self._pool.append((y.shape, idx))
+        self._h = F.relu_forward(dev.concat_channels(pooled))
+        return self.fc.forward(self.dropout.forward(self._h))
+
     def features(self, batch):
         """The penultimate layer (N, maps * len(widths)), for inspection."""
         self.forward(batch)
@@ -133,15 +175,21 @@ class KimCNN(Module):
 
     def backward(self, dlogits):
         dh = F.relu_backward(self.dropout.backward(self.fc.backward(dlogits)), self._h)
+        gpu = dev.on_gpu(dh)
         dx = None
         for i, (conv, (shape, idx)) in enumerate(zip(self.convs(), self._pool)):
-            dpool = np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
-            d = conv.backward(ops.global_pool_backward(dpool, idx, shape, "max"))
+            if gpu:
+                dpool = dev.split_channels(dh, i * self.maps, self.maps)
+                d = conv.backward(dev.global_pool_backward(dpool, idx, shape, "max"))
+            else:
+                dpool = np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
+                d = conv.backward(ops.global_pool_backward(dpool, idx, shape, "max"))
             if d is not None:
-                dx = d if dx is None else dx + d
+                dx = d if dx is None else F.add(dx, d)
         if dx is not None and not self.embedding.frozen:
             D = self.embedding.embedding_dim
-            self.embedding.backward(dx[:, :D].transpose(0, 2, 1))
+            self.embedding.backward(dev.transpose(dev.split_channels(dx, 0, D)) if gpu
+                                    else dx[:, :D].transpose(0, 2, 1))
         return None
 
 
