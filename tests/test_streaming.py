@@ -289,3 +289,22 @@ def test_bad_input_is_one_line(tmp_path):
         data = streaming.open_stream(badlabel, classes=["0", "1", "2", "3"], val_fraction=0.0,
                                      test_fraction=0.5)
         list(data.train.batches(8))
+
+
+def test_save_to_disk_folder_with_string_labels(tmp_path):
+    """A map-style dataset on disk (also what a cached hub download is) streams in slices; string
+    labels are found in one pass over the label column and sorted into class names."""
+    rng = np.random.default_rng(0)
+    names = ["dog", "cat", "emu"]
+    ds = datasets.Dataset.from_dict(
+        {"image": [rng.integers(0, 256, (5, 5), dtype=np.uint8).tolist() for _ in range(30)],
+         "label": [names[i % 3] for i in range(30)]})
+    datasets.DatasetDict({"train": ds, "test": ds.select(range(6))}).save_to_disk(
+        str(tmp_path / "saved"))
+    data = streaming.open_stream(tmp_path / "saved", val_fraction=0.2)
+    assert data.classes == ["cat", "dog", "emu"] and data.source.endswith("(datasets save_to_disk)")
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 6)
+    x, y = next(data.val.batches(4))
+    assert x.shape == (4, 1, 5, 5) and x.dtype == np.uint8
+    assert y.tolist() == [{"dog": 1, "cat": 0, "emu": 2}[names[i % 3]] for i in (0, 5, 10, 15)]
+    np.testing.assert_array_equal(x[1, 0], np.asarray(ds[5]["image"], np.uint8))
