@@ -56,7 +56,9 @@ def _features(ctx, param, value):
                                             "300, window 50).")
 @click.option("--widths", callback=_widths, help="Kim: filter widths, e.g. 3,4,5 (the default).")
 @click.option("--maps", type=int, default=100, show_default=True, help="Kim: maps per width.")
-@click.option("--dropout", type=float, default=0.5, show_default=True, help="Kim: dropout rate.")
+@click.option("--dropout", type=float,
+              help="Dropout rate (default: kim 0.5 before the output layer; window 0, else on "
+                   "the hidden units).")
 @click.option("--max-norm", type=float, default=3.0, show_default=True,
               help="Kim: max L2 norm of each output weight row (0: off).")
 @click.option("--window", type=int, default=5, show_default=True, help="Tagger: window width.")

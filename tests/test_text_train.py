@@ -179,3 +179,21 @@ def test_feature_column_errors_are_one_line(tmp_path):
         assert result.exit_code != 0, args
         assert needle in result.output, (args, result.output)
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_window_tagger_hidden_dropout_is_off_by_default_and_inactive_in_eval():
+    from numconv.text.models import WindowTagger
+    from numconv.train.loop import set_dropout_step
+    plain = WindowTagger(30, 4, embed_dim=6, hidden=8, seed=2)
+    dropped = WindowTagger(30, 4, embed_dim=6, hidden=8, seed=2, dropout=0.5)
+    assert set(plain.state_dict()) == set(dropped.state_dict())
+    assert TextConfig(model="window").resolve().dropout == 0.0
+    assert TextConfig(model="kim").resolve().dropout == 0.5
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 30, (3, 11))
+    batch = (ids, np.ones_like(ids), np.array([7, 7, 7]))
+    a, b = plain.forward(batch), dropped.forward(batch)
+    assert not np.allclose(a, b)                             # training: units dropped
+    set_dropout_step(dropped, 1)
+    assert not np.array_equal(b, dropped.forward(batch))     # a new mask each step
+    np.testing.assert_array_equal(plain.eval().forward(batch), dropped.eval().forward(batch))

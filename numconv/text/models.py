@@ -219,7 +219,7 @@ class WindowTagger(Module):
 
     def __init__(self, vocab_size, num_tags, embed_dim=50, window=5, hidden=300, caps_dim=5,
                  activation="hardtanh", pretrained=None, init_scale=0.25, seed=0,
-                 dtype=np.float32, features=(), feature_dim=10):
+                 dtype=np.float32, features=(), feature_dim=10, dropout=0.0):
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"--window must be an odd width >= 1 (3 or 5), got {window}")
@@ -242,6 +242,9 @@ class WindowTagger(Module):
         conv = Conv1d(inputs, hidden, window, init="glorot", rng=rng, dtype=dtype)
         self.add("conv", conv)
         self.add("act", HardTanh() if activation == "hardtanh" else ReLU())
+        self.hidden_dropout = dropout
+        if dropout:   # not in Collobert et al.; on the hidden units, as in Kim's CNN
+            self.add("dropout", Dropout(dropout, seed=seed))
         self.add("out", Conv1d(hidden, num_tags, 1, init="glorot", rng=rng, dtype=dtype))
 
     def _inputs(self):
@@ -265,10 +268,16 @@ class WindowTagger(Module):
             parts.append(getattr(self, f"feature_{name}").forward(f))
         x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
         x = np.ascontiguousarray(x.transpose(0, 2, 1))
-        return self.out.forward(self.act.forward(self.conv.forward(x)))
+        h = self.act.forward(self.conv.forward(x))
+        if self.hidden_dropout:
+            h = self.dropout.forward(h)
+        return self.out.forward(h)
 
     def backward(self, dlogits):
-        dx = self.conv.backward(self.act.backward(self.out.backward(dlogits)))
+        dh = self.out.backward(dlogits)
+        if self.hidden_dropout:
+            dh = self.dropout.backward(dh)
+        dx = self.conv.backward(self.act.backward(dh))
         start = 0
         for layer in self._inputs():
             stop = start + layer.embedding_dim

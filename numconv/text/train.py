@@ -37,10 +37,11 @@ MODELS = ("kim", "window")
 RECIPES = {
     # Kim (2014): Adadelta (rho 0.95, eps 1e-6), batch 50, dropout 0.5, max-norm 3, 300-d vectors.
     "kim": dict(epochs=25, batch_size=50, optimizer="adadelta", lr=1.0, embed_dim=300,
-                patience=5),
+                patience=5, dropout=0.5),
     # Collobert et al. (2011) window network: 50-d words + 5-d caps, window 5, 300 hardtanh units.
     # Adam in place of their per-layer SGD rates: it needs no tuning and converges in a few epochs.
-    "window": dict(epochs=10, batch_size=32, optimizer="adam", lr=1e-3, embed_dim=50, patience=3),
+    "window": dict(epochs=10, batch_size=32, optimizer="adam", lr=1e-3, embed_dim=50, patience=3,
+                   dropout=0.0),
 }
 
 
@@ -65,7 +66,7 @@ class TextConfig:
     embed_dim: int = None
     widths: tuple = (3, 4, 5)
     maps: int = 100
-    dropout: float = 0.5
+    dropout: float = None              # kim 0.5; window 0 (Collobert et al. use none)
     max_norm: float = 3.0
     window: int = 5
     hidden: int = 300
@@ -249,7 +250,7 @@ def build_model(cfg, vocab_size, num_classes, table=None, feature_vocabs=None):
                         hidden=cfg.hidden, caps_dim=5 if cfg.caps else 0,
                         activation=cfg.activation, pretrained=table, seed=cfg.seed,
                         features=[(n, len(feature_vocabs[n])) for n in cfg.features],
-                        feature_dim=cfg.feature_dim)
+                        feature_dim=cfg.feature_dim, dropout=cfg.dropout)
 
 
 def _vocab_and_vectors(cfg, train, others):
