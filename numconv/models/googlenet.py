@@ -33,6 +33,7 @@ from numconv.nn import AvgPool2d, Concat, Dropout, Flatten, GlobalPool, Linear, 
     LocalResponseNorm, MaxPool2d, ReLU, Sequential
 
 from numconv.models._common import ConvReLU, Network, check_input, dropout_seed, scaled
+from numconv.ops import nn as F
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION = {
@@ -104,7 +105,7 @@ class GoogLeNet(Network):
         for name, m in reversed(self._main()):
             for s in self._sides(name):
                 if s in pending:
-                    dy = dy + self.children[s].backward(pending[s])
+                    dy = F.add(dy, self.children[s].backward(pending[s]))
             dy = m.backward(dy)
         return dy
 

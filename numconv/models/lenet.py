@@ -42,6 +42,7 @@ class MaskedConv2d(Conv2d):
     gradient is masked in the backward pass, so the masked-out entries never act and never learn.
     `param_masks` tells parameter counting (numconv.describe, numconv.models.count_parameters) to
     count only the kept entries."""
+    supports_cuda = False   # classic LeNet-5 runs on the CPU only (the mask product is NumPy)
 
     def __init__(self, in_channels, out_channels, kernel_size, mask, **kwargs):
         super().__init__(in_channels, out_channels, kernel_size, **kwargs)
@@ -77,6 +78,7 @@ class Subsampling(AvgPool2d):
     """LeNet-5's S2/S4: each unit adds the k x k inputs of its window (k times k times their
     average), multiplies by its map's trainable coefficient and adds its map's trainable bias.
     Parameters 'weight' (C,) and 'bias' (C,); (N, C, H, W) -> (N, C, H/k, W/k)."""
+    supports_cuda = False   # classic LeNet-5 runs on the CPU only (per-map affine in NumPy)
 
     def __init__(self, channels, kernel_size=2, init="lecun", rng=None, dtype=np.float32):
         super().__init__(kernel_size)

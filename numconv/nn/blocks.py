@@ -8,6 +8,7 @@ walks these to report shapes and receptive fields through the joins.
 """
 import numpy as np
 
+from numconv.nn import device as dev
 from numconv.nn.layers import BatchNorm2d, Conv2d, ReLU
 from numconv.nn.module import Module, Sequential
 from numconv.ops import nn as F
@@ -15,6 +16,7 @@ from numconv.ops import nn as F
 
 class ZeroPadShortcut(Module):
     """The ResNet paper's option A: identity with stride-s subsampling, extra channels zero."""
+    supports_cuda = False   # strided slicing of device arrays: not written yet
 
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
@@ -78,7 +80,7 @@ class _ResidualBlock(Module):
             short = x
             for _, m in self._short():
                 short = m.forward(short)
-            out = out + short
+            out = F.add(out, short)
         self._y = F.relu_forward(out)
         return self._y
 
@@ -92,7 +94,7 @@ class _ResidualBlock(Module):
         dshort = d
         for _, m in reversed(self._short()):
             dshort = m.backward(dshort)
-        return dmain + dshort
+        return F.add(dmain, dshort)
 
     def out_shape(self, in_shape):
         for _, m in self._main():
@@ -150,14 +152,18 @@ class Concat(Module):
     def forward(self, x):
         outs = [m.forward(x) for m in self.children.values()]
         self._sizes = [o.shape[1] for o in outs]
+        if dev.on_gpu(x):
+            return dev.concat_channels(outs)
         return np.concatenate(outs, axis=1)
 
     def backward(self, dy):
         dx, start = None, 0
         for m, size in zip(self.children.values(), self._sizes):
-            d = m.backward(np.ascontiguousarray(dy[:, start:start + size]))
+            part = (dev.split_channels(dy, start, size) if dev.on_gpu(dy)
+                    else np.ascontiguousarray(dy[:, start:start + size]))
+            d = m.backward(part)
             start += size
-            dx = d if dx is None else dx + d
+            dx = d if dx is None else F.add(dx, d)
         return dx
 
     def out_shape(self, in_shape):

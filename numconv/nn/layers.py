@@ -3,10 +3,16 @@ rank-generic class, as in Keras and tinygrad: only the number of spatial dimensi
 
 Parameter names and layouts are PyTorch's (weight (O, C/groups, *k), bias (O,); Linear weight
 (out, in); BatchNorm weight/bias/running_mean/running_var/num_batches_tracked).
+
+Every layer runs on the GPU when its input is a device array (after `model.to("cuda")`): the
+activations, Linear, batch norm, LRN, dropout and the loss through `numconv.ops.nn`, which
+dispatches on its arguments, convolution and pooling through `numconv.nn.device`. Host inputs take
+the CPU path, unchanged.
 """
 import numpy as np
 
 from numconv import ops
+from numconv.nn import device as dev
 from numconv.nn import init as initializers
 from numconv.nn.module import Module
 from numconv.ops import nn as F
@@ -45,12 +51,24 @@ class _ConvNd(Module):
 
     def forward(self, x):
         self._x = x
+        w, b = self.params["weight"], self.params.get("bias")
+        if dev.on_gpu(x) or dev.on_gpu(w):
+            dev.same_place(x=x, weight=w)
+            return dev.conv_forward(self.nd, x, w, b, **self._opts())
         f = ops.conv2d if self.nd == 2 else ops.conv1d
-        return f(x, self.params["weight"], self.params.get("bias"), device=self.device,
-                 **self._opts())
+        return f(x, w, b, device=self.device, **self._opts())
 
     def backward(self, dy):
         x = self._x
+        if dev.on_gpu(dy):
+            w = self.params["weight"]
+            F.accumulate(self.grads["weight"],
+                         dev.conv_backward_weight(self.nd, dy, x, w.shape, **self._opts()))
+            if "bias" in self.params:
+                F.accumulate(self.grads["bias"], dev.conv_backward_bias(self.nd, dy))
+            if not self.needs_input_grad:
+                return None
+            return dev.conv_backward_input(self.nd, dy, w, x.shape, **self._opts())
         k = self.kernel_size if self.nd == 2 else self.kernel_size[0]
         if self.nd == 2:
             bx, bw, bb = ops.conv2d_backward_input, ops.conv2d_backward_weight, \
@@ -117,6 +135,11 @@ class _PoolNd(Module):
 
     def forward(self, x):
         two = self.nd == 2
+        if dev.on_gpu(x):
+            y, idx = dev.pool_forward(self.nd, self.kind, x, p=self.p,
+                                      count_include_pad=self.count_include_pad, **self._win())
+            self._cache = (x.shape, idx) if idx is not None else (x, y)
+            return y
         if self.kind == "max":
             y, idx = (ops.max_pool2d if two else ops.max_pool1d)(
                 x, return_indices=True, device=self.device, **self._win())
@@ -133,6 +156,12 @@ class _PoolNd(Module):
 
     def backward(self, dy):
         two = self.nd == 2
+        if dev.on_gpu(dy):
+            a, b = self._cache
+            if dev.on_gpu(a):     # avg and lp pooling cached (x, y)
+                return dev.pool_backward(self.nd, self.kind, dy, a.shape, x=a, y=b, p=self.p,
+                                         count_include_pad=self.count_include_pad, **self._win())
+            return dev.pool_backward(self.nd, self.kind, dy, a, idx=b, **self._win())
         if self.kind == "max":
             shape, idx = self._cache
             return (ops.max_pool2d_backward if two else ops.max_pool1d_backward)(
@@ -203,12 +232,17 @@ class GlobalPool(Module):
         self.kind = kind
 
     def forward(self, x):
-        y, idx = ops.global_pool(x, self.kind, return_indices=True, device=self.device)
+        if dev.on_gpu(x):
+            y, idx = dev.global_pool(x, self.kind)
+        else:
+            y, idx = ops.global_pool(x, self.kind, return_indices=True, device=self.device)
         self._cache = (x.shape, idx)
         return y
 
     def backward(self, dy):
         shape, idx = self._cache
+        if dev.on_gpu(dy):
+            return dev.global_pool_backward(dy, idx, shape, self.kind)
         return ops.global_pool_backward(dy, idx, shape, self.kind, device=self.device)
 
     def out_shape(self, in_shape):
@@ -275,7 +309,8 @@ class Identity(Module):
 class Flatten(Module):
     def forward(self, x):
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], x.size // x.shape[0]) if dev.on_gpu(x) else \
+            x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
         return dy.reshape(self._shape)
@@ -302,9 +337,9 @@ class Linear(Module):
 
     def backward(self, dy):
         dx, dw, db = F.linear_backward(dy, self._x, self.params["weight"])
-        self.grads["weight"] += dw
+        F.accumulate(self.grads["weight"], dw)
         if "bias" in self.params:
-            self.grads["bias"] += db
+            F.accumulate(self.grads["bias"], db)
         return dx
 
     def out_shape(self, in_shape):
@@ -331,11 +366,12 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             self._mask = None
             return x
-        self._mask = F.dropout_mask(x.shape, self.p, self.seed, self.step, x.dtype)
-        return x * self._mask
+        self._mask = F.dropout_mask(x.shape, self.p, self.seed, self.step, x.dtype,
+                                    device="cuda" if dev.on_gpu(x) else "cpu")
+        return F.multiply(x, self._mask)
 
     def backward(self, dy):
-        return dy if self._mask is None else dy * self._mask
+        return dy if self._mask is None else F.multiply(dy, self._mask)
 
 
 class BatchNorm(Module):
@@ -354,24 +390,21 @@ class BatchNorm(Module):
     def forward(self, x):
         if self.training:
             mean, var = F.batch_statistics(x)
-            n = x.size // x.shape[1]
-            m = self.momentum
-            self.buffers["running_mean"][...] = (1 - m) * self.buffers["running_mean"] + m * mean
-            self.buffers["running_var"][...] = ((1 - m) * self.buffers["running_var"]
-                                                + m * var * n / max(n - 1, 1))
+            F.batchnorm_update_running(self.buffers["running_mean"], self.buffers["running_var"],
+                                       mean, var, self.momentum, x.size // x.shape[1])
             self.buffers["num_batches_tracked"][...] += 1
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         y, self._xhat, self._inv = F.batchnorm_forward(x, self.params["weight"],
                                                        self.params["bias"], mean, var, self.eps)
         self._mode = self.training
-        return y.astype(x.dtype, copy=False)
+        return y if dev.on_gpu(y) else y.astype(x.dtype, copy=False)
 
     def backward(self, dy):
         dx, dg, db = F.batchnorm_backward(dy, self._xhat, self.params["weight"], self._inv,
                                           self._mode)
-        self.grads["weight"] += dg
-        self.grads["bias"] += db
+        F.accumulate(self.grads["weight"], dg)
+        F.accumulate(self.grads["bias"], db)
         return dx
 
 
@@ -391,7 +424,7 @@ class LocalResponseNorm(Module):
     def forward(self, x):
         self._x = x
         y, self._s = F.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
-        return y.astype(x.dtype, copy=False)
+        return y if dev.on_gpu(y) else y.astype(x.dtype, copy=False)
 
     def backward(self, dy):
         return F.lrn_backward(dy, self._x, self._s, self.size, self.alpha, self.beta)

@@ -9,10 +9,18 @@ onto the equivalent PyTorch model's.
 call `zero_grad()` before each step. Spatial layers describe their window for receptive-field
 arithmetic (`window`), and every module can report its output shape and multiply-accumulates for
 one example (`out_shape`, `macs`), which `numconv describe` uses.
+
+`to("cuda")` moves every parameter, gradient and buffer to the GPU (numba device arrays; 0-d
+counters stay on the host) and the layers then compute there whenever their input is a device
+array; `to("cpu")` brings them back. Build the optimiser after moving the model: it holds the
+arrays it updates. `state_dict()` always returns host arrays, so checkpoints load on either
+device.
 """
 from collections import OrderedDict
 
 import numpy as np
+
+from numconv.ops.nn import on_gpu
 
 
 class Module:
@@ -80,7 +88,34 @@ class Module:
 
     def zero_grad(self):
         for _, _, g in self.named_parameters():
-            g[...] = 0
+            if on_gpu(g):
+                from numconv.kernels.cuda.nn import fill_
+                fill_(g, 0)
+            else:
+                g[...] = 0
+
+    supports_cuda = True   # False for the few layers with no GPU path yet
+
+    def to(self, device):
+        """Move parameters, gradients and buffers to `device` ('cpu' or 'cuda'), in place; returns
+        self. Build (or rebuild) the optimiser afterwards: it updates the arrays it was given."""
+        from numconv.nn import device as dev
+        dev.check_device(device)
+        if device == "cuda":
+            slow = sorted({type(m).__name__ for _, m in self.modules() if not m.supports_cuda})
+            if slow:
+                raise ValueError(f"{', '.join(slow)} has no CUDA path yet, so this model cannot "
+                                 f"move to the GPU; train it with device='cpu'")
+        move = dev.to_device if device == "cuda" else dev.to_host
+        for _, m in self.modules():
+            for store in (m.params, m.grads):
+                for k, a in store.items():
+                    store[k] = move(a)
+            for k, b in m.buffers.items():
+                if b.ndim:                       # 0-d counters stay on the host
+                    m.buffers[k] = move(b)
+            m.device = device
+        return self
 
     def train(self, mode=True):
         for _, m in self.modules():
@@ -95,11 +130,15 @@ class Module:
         """name -> array for every parameter and buffer, in definition order (PyTorch's names)."""
         state = OrderedDict((n, p) for n, p, _ in self.named_parameters())
         state.update(self.named_buffers())
+        for k, a in state.items():
+            if on_gpu(a):
+                state[k] = a.copy_to_host()
         return state
 
     def load_state_dict(self, state):
         """Copy arrays in by name; every name must be present with the same shape."""
-        own = self.state_dict()
+        own = OrderedDict((n, p) for n, p, _ in self.named_parameters())
+        own.update(self.named_buffers())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
@@ -111,7 +150,10 @@ class Module:
             if src.shape != dst.shape:
                 raise ValueError(f"state entry {k!r} has shape {src.shape}, the model expects "
                                  f"{dst.shape}")
-            dst[...] = src
+            if on_gpu(dst):
+                dst.copy_to_device(np.ascontiguousarray(src, dtype=dst.dtype))
+            else:
+                dst[...] = src
 
     # ------------------------------------------------------------------------------ description
     window = None   # spatial layers: tuple of (extent, stride, pad_before) per spatial dimension

@@ -22,12 +22,16 @@ from numconv.ops._device import kernels_for
 
 def on_gpu(a):
     """True for an array that lives on the GPU (numba device arrays, CuPy, PyTorch CUDA tensors)."""
+    if isinstance(a, np.ndarray):      # the CPU path's case, answered first
+        return False
     return bool(getattr(a, "__cuda_ndarray__", False)) or hasattr(a, "__cuda_array_interface__")
 
 
 def _gpu(**arrays):
     """`numconv.kernels.cuda.nn` when the named arrays live on the GPU, None when they live on the
     host; a mix of the two is an error naming which is where."""
+    if all(a is None or isinstance(a, np.ndarray) for a in arrays.values()):
+        return None
     where = {name: on_gpu(a) for name, a in arrays.items() if a is not None}
     if not any(where.values()):
         return None

@@ -21,6 +21,12 @@ else:
     # faster (the tiled kernel syncs twice per step), and changes nothing else.
     sys.setswitchinterval(5e-4)
 
+    def pytest_configure(config):
+        # The dropout generator's uint64 products wrap by design; run as Python (as the simulator
+        # runs device functions) NumPy warns about each one.
+        config.addinivalue_line("filterwarnings",
+                                "ignore:overflow encountered in scalar multiply:RuntimeWarning")
+
     @pytest.fixture(autouse=True)
     def small_launches(monkeypatch):
         from numconv import config

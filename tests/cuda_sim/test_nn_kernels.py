@@ -126,7 +126,6 @@ def test_local_response_norm(size, dtype):
     _check(F.lrn_backward(*_dev(dy, x, s), size, 0.1, 0.75), dx, dtype, "dx")
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")   # uint64 wraps
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_dropout_masks_are_bit_identical(dtype):
     for seed, step, p in ((0, 0, 0.5), (12345, 77, 0.3), (2**40 + 3, 2**33, 0.9)):

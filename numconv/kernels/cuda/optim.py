@@ -12,7 +12,8 @@ from numconv.kernels import optim as _source
 from numconv.kernels.cuda import _launch
 
 _device = _source.compile_for(cuda.jit, device=True)
-_sgd, _adam, _adadelta = _device["sgd_element"], _device["adam_element"], _device["adadelta_element"]
+_sgd, _adam = _device["sgd_element"], _device["adam_element"]
+_adadelta = _device["adadelta_element"]
 
 
 @cuda.jit
