@@ -70,6 +70,10 @@ def _features(ctx, param, value):
 @click.option("--features", callback=_features,
               help="Tagger: further CoNLL columns read as inputs beside each word, e.g. pos "
                    "(CoNLL-2000 gives POS tags; Collobert et al. feed them to the chunker).")
+@click.option("--decode", type=click.Choice(["viterbi", "argmax"]), default="viterbi",
+              show_default=True,
+              help="Tagger: best tag sequence whose transitions occur in training, or each "
+                   "token's best tag.")
 @click.option("--feature-dim", type=int, default=10, show_default=True,
               help="Tagger: size of each --features vector.")
 @click.option("--patience", type=int, help="Early stopping: epochs without a better validation "

@@ -156,6 +156,8 @@ def test_window_tagger_reads_the_pos_column_as_an_input_feature(tmp_path):
     assert evaluate_text_run(run)["acc"] == runs["pos"]["acc"]
     doc = json.loads(open(os.path.join(run, "config.json")).read())
     assert doc["features"] == ["pos"] and "VBZ" in doc["feature_vocabs"]["pos"]
+    K = len(doc["classes"])
+    assert doc["decode"] == "viterbi" and np.array(doc["transitions"]).shape == (K + 1, K)
     out = predict_text(run, ["we/PRP walks/VBZ ./.", "we/PRP walks/NNS ./."])
     assert [o["tags"][1] for o in out] == ["B-VP", "B-NP"]
     assert out[0]["tokens"] == ["we", "walks", "."]

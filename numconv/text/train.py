@@ -24,6 +24,7 @@ import numpy as np
 from numconv.nn import SoftmaxCrossEntropy
 from numconv.optim import Schedule, make_optimizer
 from numconv.text import data as textdata
+from numconv.text.decode import allowed_transitions, viterbi
 from numconv.text.metrics import chunk_scores
 from numconv.text.models import KimCNN, WindowTagger, caps_feature, max_norm_
 from numconv.text.tokenize import Vocabulary
@@ -34,6 +35,7 @@ from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkp
 from numconv.train.image import EpochBatches
 
 MODELS = ("kim", "window")
+DECODERS = ("viterbi", "argmax")
 RECIPES = {
     # Kim (2014): Adadelta (rho 0.95, eps 1e-6), batch 50, dropout 0.5, max-norm 3, 300-d vectors.
     "kim": dict(epochs=25, batch_size=50, optimizer="adadelta", lr=1.0, embed_dim=300,
@@ -72,6 +74,7 @@ class TextConfig:
     hidden: int = 300
     caps: bool = True
     features: tuple = ()               # tagging: further CoNLL input columns, e.g. ('pos',)
+    decode: str = "viterbi"            # tagging: viterbi (transitions seen in training) or argmax
     feature_dim: int = 10
     activation: str = "hardtanh"
     patience: int = None
@@ -116,6 +119,9 @@ class TextConfig:
                                  f"{', '.join(textdata.TAG_COLUMNS)} (comma-separated)")
         if self.features and self.model != "window":
             raise ValueError("--features (CoNLL input columns such as pos) needs --model window")
+        if self.decode not in DECODERS:
+            raise ValueError(f"--decode {self.decode!r} is unknown; use one of "
+                             f"{', '.join(DECODERS)}")
         if self.feature_dim < 1:
             raise ValueError(f"--feature-dim must be >= 1, got {self.feature_dim}")
         if self.model == "kim" and self.variant != "rand" and not self.vectors:
@@ -340,7 +346,23 @@ def predict_logits(model, split, prepare, batch_size=256):
     return out
 
 
-def evaluate_split(model, split, prepare, loss_fn, classes, task):
+def tag_decoder(cfg, transitions):
+    """logits (T, K) -> tag indices (T,): Viterbi over the allowed transitions (a (K + 1, K) bool
+    matrix, see numconv.text.decode) when the run decodes that way and has them, else argmax."""
+    if cfg.decode == "viterbi" and transitions is not None:
+        allowed = np.asarray(transitions, bool)
+        return lambda logits: viterbi(logits, allowed)
+    return lambda logits: np.argmax(logits, axis=1)
+
+
+def _transitions_from_doc(doc):
+    t = doc.get("transitions")
+    return None if t is None else np.asarray(t, bool)
+
+
+def evaluate_split(model, split, prepare, loss_fn, classes, task, decode=None):
+    """Loss and accuracy (tagging: token accuracy of the decoded tags, and chunk F1 for chunk
+    tags). `decode`: logits (T, K) -> tags, default argmax."""
     logits = predict_logits(model, split, prepare)
     if task == "classify":
         loss, _ = loss_fn(logits, split.y)
@@ -349,8 +371,9 @@ def evaluate_split(model, split, prepare, loss_fn, classes, task):
     flat = np.concatenate(logits)
     ys = np.concatenate(split.y)
     loss, _ = loss_fn(flat, ys)
-    pred = [l.argmax(axis=1) for l in logits]
-    metrics = {"loss": float(loss), "acc": float(np.mean(flat.argmax(axis=1) == ys))}
+    decode = decode or (lambda l: np.argmax(l, axis=1))
+    pred = [decode(l) for l in logits]
+    metrics = {"loss": float(loss), "acc": float(np.mean(np.concatenate(pred) == ys))}
     if is_chunk_tagset(classes):
         scores = chunk_scores([[classes[t] for t in y] for y in split.y],
                               [[classes[t] for t in p] for p in pred])
@@ -444,6 +467,11 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
     enc = {name: encode_split(sp, vocab, cfg, classes, fvocabs)
            for name, sp in (("train", train), ("val", val), ("test", test))}
     prepare = make_preparer(cfg, model.pad)
+    decode = None
+    if cfg.task == "tag":
+        transitions = _transitions_from_doc(doc) if resume else \
+            allowed_transitions(enc["train"].y, len(classes))
+        decode = tag_decoder(cfg, transitions)
     loss_fn = SoftmaxCrossEntropy()
     optimizer = make_optimizer(cfg.optimizer, model.named_parameters(), cfg.lr)
     schedule = Schedule("constant", cfg.lr, cfg.epochs)
@@ -458,6 +486,8 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
                    feature_vocabs={n: v.to_json() for n, v in fvocabs.items()})
         doc["widths"] = list(cfg.widths)
         doc["features"] = list(cfg.features)
+        if cfg.task == "tag":
+            doc["transitions"] = transitions.astype(int).tolist()
         _write_json(run_dir, "vocab.json", vocab.to_json())
         _write_json(run_dir, "config.json", doc)
 
@@ -476,7 +506,8 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
             return loss, correct, count
 
     def evaluate(model_):
-        metrics, _ = evaluate_split(model_, enc["val"], prepare, loss_fn, classes, cfg.task)
+        metrics, _ = evaluate_split(model_, enc["val"], prepare, loss_fn, classes, cfg.task,
+                                    decode)
         if "f1" in metrics:
             cb.call("message", f"  validation chunk F1 {metrics['f1']:.2f}")
         return metrics
@@ -505,15 +536,17 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
                "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                "dataset": data.source, "history": state.history, "fold": fold}
     if finished:
-        summary["test"] = _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes)
+        summary["test"] = _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes,
+                                       decode)
     return summary
 
 
-def _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes):
+def _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes, decode=None):
     best = checkpoint_path(run_dir, "best")
     if os.path.exists(best):
         model.load_state_dict(load_checkpoint(best)[0])
-    metrics, out = evaluate_split(model, enc["test"], prepare, loss_fn, classes, cfg.task)
+    metrics, out = evaluate_split(model, enc["test"], prepare, loss_fn, classes, cfg.task,
+                                  decode)
     report = dict(metrics, count=len(enc["test"].y), classes=list(classes))
     if cfg.task == "classify":
         report.update(loop.classification_report(out, enc["test"].y, len(classes)))
@@ -598,6 +631,7 @@ def load_text_run(run_dir, which="best"):
     cfg = config_from_doc(doc)
     vocab = Vocabulary.from_json(_read_json(run_dir, "vocab.json"))
     cfg.feature_vocabs = _feature_vocabs_from_doc(doc)
+    cfg.transitions = _transitions_from_doc(doc)
     path = checkpoint_path(run_dir, which)
     if not os.path.exists(path):
         path = checkpoint_path(run_dir, "last")
@@ -640,6 +674,7 @@ def predict_text(run_dir, inputs):
         [[classes[0]] * len(t) for t in tokens]
     enc = encode_split(textdata.TextSplit(tokens, dummy, features), vocab, cfg, classes,
                        cfg.feature_vocabs)
+    decode = tag_decoder(cfg, cfg.transitions)
     prepare = make_preparer(cfg, model.pad)
     out = predict_logits(model, enc, prepare)
     results = []
@@ -651,7 +686,7 @@ def predict_text(run_dir, inputs):
     else:
         for text, toks, logits in zip(inputs, tokens, out):
             results.append({"input": text, "tokens": toks,
-                            "tags": [classes[int(i)] for i in logits.argmax(axis=1)]})
+                            "tags": [classes[int(i)] for i in decode(logits)]})
     return results
 
 
@@ -683,7 +718,8 @@ def evaluate_text_run(run_dir, which="best"):
     classes = doc["classes"]
     enc = encode_split(test, vocab, cfg, classes, cfg.feature_vocabs)
     metrics, out = evaluate_split(model, enc, make_preparer(cfg, model.pad),
-                                  SoftmaxCrossEntropy(), classes, cfg.task)
+                                  SoftmaxCrossEntropy(), classes, cfg.task,
+                                  tag_decoder(cfg, cfg.transitions))
     report = dict(metrics, count=len(enc.y), classes=list(classes))
     if cfg.task == "classify":
         report.update(loop.classification_report(out, enc.y, len(classes)))

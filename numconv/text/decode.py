@@ -1,0 +1,50 @@
+"""Decoding a tagger's per-token scores into one tag sequence.
+
+A window tagger scores each token on its own, so the best tag of each token may form a sequence
+that no annotation contains: I-NP straight after B-VP, say, which conlleval scores as a broken
+chunk. Viterbi decoding picks instead the sequence with the highest total log-probability among
+those whose every transition (and first tag) occurred in the training data. The per-token scores
+are unchanged; only the choice among them is constrained (a hard-constraint version of Collobert
+et al. 2011's sentence-level inference, with no transition scores to learn).
+"""
+import numpy as np
+
+
+def allowed_transitions(tag_sequences, num_tags):
+    """(K + 1, K) bool: [i, j] is True when tag j followed tag i in some training sentence; row K
+    (the sentence start) marks the tags that began one."""
+    allowed = np.zeros((num_tags + 1, num_tags), bool)
+    for seq in tag_sequences:
+        prev = num_tags
+        for t in seq:
+            allowed[prev, t] = True
+            prev = t
+    return allowed
+
+
+def log_softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def viterbi(logits, allowed):
+    """logits (T, K) -> the best allowed tag path (T,) int64; the per-token argmax when no path is
+    allowed (a sentence unlike any in training)."""
+    T, K = logits.shape
+    if T == 0:
+        return np.zeros(0, np.int64)
+    scores = log_softmax(np.asarray(logits, np.float64))
+    forbid = np.where(allowed, 0.0, -np.inf)
+    best = scores[0] + forbid[K]
+    back = np.zeros((T, K), np.int64)
+    for t in range(1, T):
+        total = best[:, None] + forbid[:K]          # (previous tag, tag)
+        back[t] = np.argmax(total, axis=0)
+        best = total[back[t], np.arange(K)] + scores[t]
+    if not np.isfinite(best.max()):
+        return np.argmax(logits, axis=1).astype(np.int64)
+    path = np.empty(T, np.int64)
+    path[-1] = int(np.argmax(best))
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
