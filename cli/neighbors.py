@@ -40,6 +40,8 @@ def neighbors(run_dir, images, layer, k, no_cache, out, which):
         path = neighbors_figure(stored, result, split.x, split.y, run.classes,
                                 output_path(run_dir, out, f"neighbors-{result.layer}.png"))
     bank = result.bank
+    if run.note:
+        console.print(run.note)
     console.print(f"features at {result.layer} ({bank.features.shape[1]} values) for "
                   f"{len(bank.features)} training images: "
                   f"{'read from' if bank.cached else 'computed, cached in'} {bank.path}")

@@ -308,3 +308,29 @@ def test_save_to_disk_folder_with_string_labels(tmp_path):
     assert x.shape == (4, 1, 5, 5) and x.dtype == np.uint8
     assert y.tolist() == [{"dog": 1, "cat": 0, "emu": 2}[names[i % 3]] for i in (0, 5, 10, 15)]
     np.testing.assert_array_equal(x[1, 0], np.asarray(ds[5]["image"], np.uint8))
+
+
+def test_interpreting_a_streamed_run_reads_a_bounded_sample_of_its_training_stream(tmp_path,
+                                                                                    monkeypatch):
+    """neighbors searches a streamed run's training images without loading the split whole: the
+    first ones, as many as fit in STREAM_SAMPLE_BYTES, in stream order, and it says so."""
+    from cli.main import main
+    from numconv import interpret
+    from numconv.data import images as in_memory
+    from numconv.interpret import runs
+    path = write_parquet(tmp_path / "data.parquet", 40, size=(28, 28))
+    run = str(tmp_path / "run")
+    result = CliRunner().invoke(main, ["train-image", "--dataset", str(path), "--stream",
+                                       "--epochs", "1", "--batch-size", "16", "--run-dir", run])
+    assert result.exit_code == 0, result.output
+
+    def whole(*a, **k):
+        raise AssertionError("a streamed run's training split was loaded whole")
+    monkeypatch.setattr(in_memory, "load_images", whole)
+    full = interpret.open_run(run).training_split()
+    assert full.x.shape[1:] == (1, 28, 28) and len(full.y) > 20
+    monkeypatch.setattr(runs, "STREAM_SAMPLE_BYTES", 28 * 28 * 5)
+    part = interpret.open_run(run)
+    sample = part.training_split()
+    assert len(sample.y) == 5 and "first 5 of" in part.note
+    np.testing.assert_array_equal(sample.x, full.x[:5])

@@ -8,6 +8,10 @@ import numpy as np
 from numconv import models
 from numconv.train.checkpoint import CheckpointError, checkpoint_path
 
+# A streamed run's training split does not fit in memory: the commands that search it (neighbors)
+# read at most this many bytes of its decoded images, from the start of the stream.
+STREAM_SAMPLE_BYTES = 512 * 2**20
+
 
 @dataclass
 class OpenRun:
@@ -16,6 +20,7 @@ class OpenRun:
     model: object
     checkpoint: str                 # the file the weights came from
     _data: object = field(default=None, repr=False)
+    note: str = None                # set when only part of a streamed training split was read
 
     @property
     def input_shape(self):
@@ -50,6 +55,9 @@ class OpenRun:
         """The training images the run saw (the same `limit`): a numconv.data.images.Split."""
         if self._data is None:
             from numconv.data.images import Split
+            if self.cfg.get("stream") and not self.cfg.get("note"):
+                self._data = self._streamed_training_sample()
+                return self._data
             from numconv.train.image import run_data
             data = run_data(self.cfg)
             train = data.train
@@ -58,6 +66,39 @@ class OpenRun:
                 train = Split(train.x[keep], train.y[keep])
             self._data = train
         return self._data
+
+    def _streamed_training_sample(self):
+        """The first training images of a streamed run, in source order, as many as fit in
+        STREAM_SAMPLE_BYTES (all of them when they fit); says so in `note` when cut."""
+        import itertools
+
+        from numconv.data import streaming
+        from numconv.data.images import Split
+        train = streaming.open_stream(self.cfg["dataset"], val_fraction=self.cfg["val_fraction"],
+                                      limit=self.cfg.get("limit"), statistics=False).train
+        rows = train.rows()
+        first = list(itertools.islice(rows, 1))
+        if not first:
+            raise ValueError(f"the training stream of {self.cfg['dataset']} is empty")
+        x0, y0 = train.decode(first)
+        per_image = max(1, x0[0].nbytes)
+        n = min(len(train), max(1, STREAM_SAMPLE_BYTES // per_image))
+        xs, ys = [x0], [y0]
+        remaining = n - 1
+        while remaining > 0:
+            chunk = list(itertools.islice(rows, min(remaining, 1024)))
+            if not chunk:
+                break
+            x, y = train.decode(chunk)
+            xs.append(x)
+            ys.append(y)
+            remaining -= len(chunk)
+        split = Split(np.concatenate(xs), np.concatenate(ys))
+        if len(split.y) < len(train):
+            self.note = (f"streamed run: searched the first {len(split.y):,} of its "
+                         f"{len(train):,} training images (as many as fit in "
+                         f"{STREAM_SAMPLE_BYTES // 2**20} MiB)")
+        return split
 
 
 def open_run(run_dir, which="best"):
