@@ -117,6 +117,7 @@ def _call_every_nn_launcher(arr, dtype):
     for weights in (None, np.ones(5)):
         gpu_nn.softmax_cross_entropy(g, labels, 0.1, weights)
     gpu_nn.count_correct(g, labels)
+    gpu_nn.max_norm_rows_(w, 3.0)
     gpu_nn.concat_channels([x, y]), gpu_nn.split_channels(x, 1, 2), gpu_nn.transpose(a[None])
     gpu_nn.fill_outside_(x.reshape(2, 3, 20), np.array([3, 5]), 1, 2, -np.inf)
     ids = np.array([3, 1, 3, 0])

@@ -29,7 +29,7 @@ __all__ = [
     "sigmoid_grad_element", "hardtanh_element", "hardtanh_grad_element",
     "batchnorm_element", "batchnorm_grad_element",
     "lrn_denominator", "lrn_element", "lrn_grad_element",
-    "cross_entropy_row", "argmax_row",
+    "cross_entropy_row", "argmax_row", "max_norm_scale",
 ]
 
 GOLDEN = 0x9E3779B97F4A7C15   # 2^64 / golden ratio: spreads consecutive seeds over the key space
@@ -184,6 +184,16 @@ def cross_entropy_row(dlogits, logits, labels, weights, has_weights, n, smoothin
         loss -= target * logp
         dlogits[n, k] = (math.exp(logp) - target) * (w / total)
     return w * loss
+
+
+def max_norm_scale(w, r, max_norm):
+    """The factor that brings row r of w back to L2 norm `max_norm` when it is longer (else 1),
+    the norm summed in float64 (Kim 2014's constraint on the output layer's rows)."""
+    acc = 0.0
+    for k in range(w.shape[1]):
+        v = float(w[r, k])
+        acc += v * v
+    return min(1.0, max_norm / max(math.sqrt(acc), 1e-12))
 
 
 def argmax_row(a, n):

@@ -290,6 +290,10 @@ def max_norm_(linear, max_norm=3.0):
     """Rescale every row of a Linear's weight (one output unit's weights) whose L2 norm exceeds
     `max_norm` back to it (Kim 2014's constraint, applied after each update)."""
     w = linear.params["weight"]
+    if dev.on_gpu(w):
+        from numconv.kernels.cuda.nn import max_norm_rows_
+        max_norm_rows_(w, max_norm)
+        return
     norms = np.sqrt((w.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
     scale = np.minimum(1.0, max_norm / np.maximum(norms, 1e-12))
     w *= scale.astype(w.dtype)

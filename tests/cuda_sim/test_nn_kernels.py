@@ -158,6 +158,18 @@ def test_softmax_cross_entropy(dtype):
         assert F.count_correct(cuda.to_device(a), labels) == F.count_correct(a, labels)
 
 
+def test_max_norm_constraint():
+    from numconv.nn import Linear
+    from numconv.text.models import max_norm_
+    cpu, gpu = (Linear(7, 5, rng=np.random.default_rng(8)) for _ in range(2))
+    cpu.params["weight"][:2] *= 10                       # two rows over the norm, three under
+    gpu.params["weight"][...] = cpu.params["weight"]
+    gpu.to("cuda")
+    max_norm_(cpu, 3.0)
+    max_norm_(gpu, 3.0)
+    _check(gpu.params["weight"], cpu.params["weight"], np.float32, "max-norm rows")
+
+
 def test_array_plumbing():
     rng = np.random.default_rng(5)
     a = rng.standard_normal((2, 3, 5)).astype(np.float32)

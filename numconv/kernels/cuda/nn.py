@@ -315,6 +315,16 @@ def _cross_entropy_rows(rows, dlogits, logits, labels, weights, has_weights, smo
 
 
 @cuda.jit
+def _max_norm_rows(w, max_norm):
+    # one thread per row of w (O, I): its norm, then its rescaling, in order
+    r = cuda.grid(1)
+    if r < w.shape[0]:
+        scale = w.dtype.type(ne.max_norm_scale(w, r, max_norm))
+        for k in range(w.shape[1]):
+            w[r, k] *= scale
+
+
+@cuda.jit
 def _correct_rows(hits, logits, labels):
     n = cuda.grid(1)
     if n < logits.shape[0]:
@@ -584,6 +594,11 @@ def count_correct(logits, labels):
     hits = _launch.empty((N, 1, 1), np.float64)
     _launch.launch_1d(_correct_rows, N, hits, logits, labels)
     return int(round(float(_launch.to_host(_channel_reduce(hits.reshape(1, 1, N)))[0])))
+
+
+def max_norm_rows_(w, max_norm):
+    """In place: every row of w (O, I) longer than `max_norm` (L2) scaled back to it."""
+    _launch.launch_1d(_max_norm_rows, w.shape[0], w, float(max_norm))
 
 
 def concat_channels(arrays):
