@@ -87,6 +87,7 @@ def bench_conll(args):
                      vectors=args.vectors, epochs=args.epochs, seed=args.seed,
                      threads=args.threads, hidden=args.hidden, lr=args.lr,
                      min_freq=args.min_freq, dropout=args.dropout, decode=args.decode,
+                     schedule=args.schedule,
                      features=tuple(f for f in (args.features or "").split(",") if f))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +97,8 @@ def bench_conll(args):
     extras = [x for x in (args.vectors, args.features and f"{args.features} feature",
                           args.min_freq > 1 and f"min-freq {args.min_freq}",
                           args.dropout and f"dropout {args.dropout}",
-                          args.decode == "argmax" and "argmax decoding") if x]
+                          args.decode == "argmax" and "argmax decoding",
+                          args.schedule != "constant" and f"{args.schedule} schedule") if x]
     print(f"CoNLL-2000 window tagger{''.join(' + ' + x for x in extras)}: chunk F1 "
           f"{t['f1']:.2f} (P {t['precision']:.2f} R {t['recall']:.2f}), token accuracy "
           f"{100 * t['acc']:.2f}, best epoch {s['best_epoch']}; {time.perf_counter() - t0:.0f} s")
@@ -219,6 +221,7 @@ def main():
     p.add_argument("--hidden", type=int, default=300)
     p.add_argument("--lr", type=float)
     p.add_argument("--decode", default="viterbi", choices=["viterbi", "argmax"])
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "plateau"])
     p.add_argument("--dropout", type=float, help="Dropout rate (default: the recipe's).")
     p.add_argument("--features", help="conll2000: input columns beside the words, e.g. pos.")
     p.add_argument("--min-freq", type=int, default=1,

@@ -70,6 +70,10 @@ def _features(ctx, param, value):
 @click.option("--features", callback=_features,
               help="Tagger: further CoNLL columns read as inputs beside each word, e.g. pos "
                    "(CoNLL-2000 gives POS tags; Collobert et al. feed them to the chunker).")
+@click.option("--schedule", type=click.Choice(["constant", "cosine", "plateau"]),
+              default="constant", show_default=True,
+              help="Learning rate over the epochs: constant, cosine (to 0 at --epochs) or "
+                   "plateau (halved after each epoch without a better validation accuracy).")
 @click.option("--decode", type=click.Choice(["viterbi", "argmax"]), default="viterbi",
               show_default=True,
               help="Tagger: best tag sequence whose transitions occur in training, or each "

@@ -199,3 +199,30 @@ def test_window_tagger_hidden_dropout_is_off_by_default_and_inactive_in_eval():
     set_dropout_step(dropped, 1)
     assert not np.array_equal(b, dropped.forward(batch))     # a new mask each step
     np.testing.assert_array_equal(plain.eval().forward(batch), dropped.eval().forward(batch))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_text_schedules_change_the_rate_and_resume_exactly(tmp_path, schedule):
+    cfg = dict(QUICK, epochs=3, limit=300, schedule=schedule, optimizer="adam", lr=0.01,
+               patience=3)
+    whole = train_text(TextConfig(run_dir=str(tmp_path / "whole"), **cfg))
+    lines = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    rates = [x["lr"] for x in lines]
+    if schedule == "cosine":   # the rate of each epoch's last batch, on the way to 0
+        assert 0.01 > rates[0] > rates[1] > rates[2] >= 0
+    else:   # halved after each epoch whose validation accuracy is not a new best
+        accs = [x["val_acc"] for x in lines]
+        for e in range(len(rates) - 1):
+            new_best = e == 0 or accs[e] > max(accs[:e])
+            assert rates[e + 1] == (rates[e] if new_best else rates[e] / 2)
+    flag = StopAfter(8)    # 300 - 10% val = 270 sentences / 50 = 6 batches an epoch
+    stopped = train_text(TextConfig(run_dir=str(tmp_path / "cut"), **cfg),
+                         callbacks=loop.Callbacks(batch_end=flag.tick), stop_flag=flag)
+    assert not stopped["finished"]
+    resumed = train_text(TextConfig(run_dir=str(tmp_path / "cut")), resume=True)
+    assert strip_timings(resumed["history"]) == strip_timings(whole["history"])
+
+
+def test_unknown_text_schedule_is_refused():
+    with pytest.raises(ValueError, match="--schedule 'step' is unknown"):
+        TextConfig(schedule="step").resolve()

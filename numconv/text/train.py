@@ -36,6 +36,9 @@ from numconv.train.image import EpochBatches
 
 MODELS = ("kim", "window")
 DECODERS = ("viterbi", "argmax")
+# cosine: from --lr down to 0 over --epochs; plateau: halved after each epoch whose validation
+# accuracy is not a new best.
+TEXT_SCHEDULES = ("constant", "cosine", "plateau")
 RECIPES = {
     # Kim (2014): Adadelta (rho 0.95, eps 1e-6), batch 50, dropout 0.5, max-norm 3, 300-d vectors.
     "kim": dict(epochs=25, batch_size=50, optimizer="adadelta", lr=1.0, embed_dim=300,
@@ -75,6 +78,7 @@ class TextConfig:
     caps: bool = True
     features: tuple = ()               # tagging: further CoNLL input columns, e.g. ('pos',)
     decode: str = "viterbi"            # tagging: viterbi (transitions seen in training) or argmax
+    schedule: str = "constant"         # learning rate over the epochs: constant, cosine, plateau
     feature_dim: int = 10
     activation: str = "hardtanh"
     patience: int = None
@@ -119,6 +123,9 @@ class TextConfig:
                                  f"{', '.join(textdata.TAG_COLUMNS)} (comma-separated)")
         if self.features and self.model != "window":
             raise ValueError("--features (CoNLL input columns such as pos) needs --model window")
+        if self.schedule not in TEXT_SCHEDULES:
+            raise ValueError(f"--schedule {self.schedule!r} is unknown; use one of "
+                             f"{', '.join(TEXT_SCHEDULES)}")
         if self.decode not in DECODERS:
             raise ValueError(f"--decode {self.decode!r} is unknown; use one of "
                              f"{', '.join(DECODERS)}")
@@ -474,7 +481,7 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
         decode = tag_decoder(cfg, transitions)
     loss_fn = SoftmaxCrossEntropy()
     optimizer = make_optimizer(cfg.optimizer, model.named_parameters(), cfg.lr)
-    schedule = Schedule("constant", cfg.lr, cfg.epochs)
+    schedule = Schedule(cfg.schedule, cfg.lr, cfg.epochs, factor=0.5, patience=0)
     if resume:
         restore_training_state(run_dir, model, optimizer, schedule, model_state, optim_state,
                                sched_state)
