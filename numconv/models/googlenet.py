@@ -125,7 +125,7 @@ def aux_loss(model, loss_fn, labels):
     for logits in model.aux_outputs:
         loss, d = loss_fn(logits, labels)
         total += model.aux_weight * loss
-        grads.append(model.aux_weight * d)
+        grads.append(F.scale(d, model.aux_weight))
     return total, grads
 
 

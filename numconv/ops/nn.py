@@ -66,6 +66,12 @@ def multiply(a, b):
     gpu = _gpu(a=a, b=b)
     return gpu.multiply(a, b) if gpu else a * b
 
+
+def scale(a, s):
+    """s * a for a Python number s, in a's dtype."""
+    gpu = _gpu(a=a)
+    return gpu.scale(a, s) if gpu else s * a
+
 # ------------------------------------------------------------------------------------ activations
 
 LECUN_A, LECUN_S = 1.7159, 2.0 / 3.0   # LeCun et al. 1998, appendix A: f(a) = A tanh(S a)
