@@ -84,7 +84,7 @@ def bench_conll(args):
     import tempfile
     from numconv.text.train import TextConfig, train_text
     cfg = TextConfig(model="window", dataset=os.path.join(SHARED, "conll2000"),
-                     vectors=args.vectors, epochs=args.epochs, seed=args.seed,
+                     vectors=args.vectors, variant=args.variant, epochs=args.epochs, seed=args.seed,
                      threads=args.threads, hidden=args.hidden, lr=args.lr,
                      min_freq=args.min_freq, dropout=args.dropout, decode=args.decode,
                      schedule=args.schedule,
@@ -94,7 +94,9 @@ def bench_conll(args):
         cfg.run_dir = os.path.join(tmp, "run")
         s = train_text(cfg, callbacks=_print_cb())
     t = s["test"]
-    extras = [x for x in (args.vectors, args.features and f"{args.features} feature",
+    vectors = args.vectors and (f"{args.vectors} "
+                                f"({'frozen' if args.variant == 'static' else 'fine-tuned'})")
+    extras = [x for x in (vectors, args.features and f"{args.features} feature",
                           args.min_freq > 1 and f"min-freq {args.min_freq}",
                           args.dropout and f"dropout {args.dropout}",
                           args.decode == "argmax" and "argmax decoding",

@@ -226,3 +226,32 @@ def test_text_schedules_change_the_rate_and_resume_exactly(tmp_path, schedule):
 def test_unknown_text_schedule_is_refused():
     with pytest.raises(ValueError, match="--schedule 'step' is unknown"):
         TextConfig(schedule="step").resolve()
+
+
+def test_window_tagger_static_variant_keeps_the_pretrained_vectors(tmp_path):
+    from numconv.text.train import load_text_run
+    _tiny_conll(tmp_path)
+    rng = np.random.default_rng(4)
+    words = ["the", "dog", "cat", "paris", "ibm", "bank", "runs", "sees", "likes", "."]
+    vec = tmp_path / "vectors.txt"
+    vec.write_text("".join(f"{w} " + " ".join(f"{v:.4f}" for v in rng.standard_normal(6)) + "\n"
+                           for w in words))
+    run = str(tmp_path / "static")
+    result = CliRunner().invoke(main, ["train-text", "--model", "window", "--dataset",
+                                       str(tmp_path), "--epochs", "2", "--hidden", "16",
+                                       "--vectors", str(vec), "--variant", "static",
+                                       "--run-dir", run, "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    _, _, vocab, model = load_text_run(run)
+    table = {line.split()[0]: np.array(line.split()[1:], np.float32)
+             for line in vec.read_text().splitlines()}
+    weight = model.embedding.weight
+    for w in ("dog", "sees", "."):
+        np.testing.assert_array_equal(weight[vocab.index[w]], table[w])   # never trained
+    assert "embedding.weight" not in dict((n, p) for n, p, _ in model.named_parameters())
+    for args, needle in [(["--variant", "multichannel", "--vectors", str(vec)],
+                          "is a Kim CNN variant"),
+                         (["--variant", "static"], "--variant static needs --vectors")]:
+        result = CliRunner().invoke(main, ["train-text", "--model", "window", "--dataset",
+                                           str(tmp_path), "--run-dir", str(tmp_path / "x")] + args)
+        assert result.exit_code != 0 and needle in result.output, result.output

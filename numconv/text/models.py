@@ -215,11 +215,13 @@ class WindowTagger(Module):
     vector and, optionally, vectors of further discrete input columns such as POS tags: their
     section 6 feeds POS to the chunker) in a window of `window` tokens -> hidden layer -> tag
     scores. `features`: ((name, number of values incl. padding/unknown), ...), each embedded in
-    `feature_dim` dimensions as `feature_<name>`."""
+    `feature_dim` dimensions as `feature_<name>`. `freeze_words`: keep the (pretrained) word
+    vectors fixed, so that words met only at test time stay in the same space as the rest."""
 
     def __init__(self, vocab_size, num_tags, embed_dim=50, window=5, hidden=300, caps_dim=5,
                  activation="hardtanh", pretrained=None, init_scale=0.25, seed=0,
-                 dtype=np.float32, features=(), feature_dim=10, dropout=0.0):
+                 dtype=np.float32, features=(), feature_dim=10, dropout=0.0,
+                 freeze_words=False):
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"--window must be an odd width >= 1 (3 or 5), got {window}")
@@ -231,7 +233,8 @@ class WindowTagger(Module):
             embed_dim = pretrained.shape[1]
         self.window, self.pad, self.caps_dim = window, window // 2, caps_dim
         self.add("embedding", Embedding(vocab_size, embed_dim, weight=pretrained,
-                                        init_scale=init_scale, rng=rng, dtype=dtype))
+                                        frozen=freeze_words, init_scale=init_scale, rng=rng,
+                                        dtype=dtype))
         if caps_dim:
             self.add("caps", Embedding(CAPS, caps_dim, init_scale=init_scale, rng=rng, dtype=dtype))
         self.features = tuple((str(name), int(size)) for name, size in features)

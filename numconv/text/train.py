@@ -54,7 +54,8 @@ RECIPES = {
 class TextConfig:
     model: str = "kim"
     dataset: str = textdata.DEFAULT_DATASET
-    variant: str = "rand"              # Kim: rand, static, non-static, multichannel
+    variant: str = "rand"              # Kim: rand, static, non-static, multichannel; window:
+                                       # static freezes --vectors, else they are fine-tuned
     vectors: str = None                # file path or 'glove-6b-50d'
     vectors_format: str = "auto"
     text_column: str = None
@@ -131,6 +132,12 @@ class TextConfig:
                              f"{', '.join(DECODERS)}")
         if self.feature_dim < 1:
             raise ValueError(f"--feature-dim must be >= 1, got {self.feature_dim}")
+        if self.model == "window" and self.variant not in ("rand", "static", "non-static"):
+            raise ValueError(f"--variant {self.variant} is a Kim CNN variant; the window tagger "
+                             f"takes static (frozen vectors) or non-static (fine-tuned)")
+        if self.model == "window" and self.variant == "static" and not self.vectors:
+            raise ValueError("--variant static needs --vectors (a GloVe/word2vec/fastText file, "
+                             "or glove-6b-50d)")
         if self.model == "kim" and self.variant != "rand" and not self.vectors:
             raise ValueError(f"--variant {self.variant} needs --vectors (a GloVe/word2vec/"
                              f"fastText file, or glove-6b-50d)")
@@ -259,11 +266,14 @@ def build_model(cfg, vocab_size, num_classes, table=None, feature_vocabs=None):
         return KimCNN(vocab_size, num_classes, embed_dim=cfg.embed_dim, widths=cfg.widths,
                       maps=cfg.maps, dropout=cfg.dropout, variant=cfg.variant, pretrained=table,
                       seed=cfg.seed)
+    if table is None and cfg.variant == "static":
+        table = np.zeros((vocab_size, cfg.embed_dim), np.float32)       # state loaded after
     return WindowTagger(vocab_size, num_classes, embed_dim=cfg.embed_dim, window=cfg.window,
                         hidden=cfg.hidden, caps_dim=5 if cfg.caps else 0,
                         activation=cfg.activation, pretrained=table, seed=cfg.seed,
                         features=[(n, len(feature_vocabs[n])) for n in cfg.features],
-                        feature_dim=cfg.feature_dim, dropout=cfg.dropout)
+                        feature_dim=cfg.feature_dim, dropout=cfg.dropout,
+                        freeze_words=cfg.variant == "static")
 
 
 def _vocab_and_vectors(cfg, train, others):
