@@ -27,3 +27,20 @@ def plot_curves(console, run_dir):
         console.print(f"curves: {plot_runs([run_dir], os.path.join(run_dir, CURVES_FILE))}")
     except VizUnavailable as exc:
         console.print(str(exc))
+
+
+DEVICE_HELP = ("cpu, cuda (an NVIDIA GPU through numba-cuda) or auto (cuda where a GPU is usable, "
+               "else cpu). Checkpoints are host arrays: a run trained on one device evaluates, "
+               "predicts and resumes on the other.")
+
+
+def pick_device(device):
+    """--device cpu|cuda|auto -> 'cpu' or 'cuda'. cuda where it cannot run is a one-line error
+    that says why (no driver, no device, numba-cuda missing) and what to use instead."""
+    from numconv.ops._device import cuda_unavailable_reason, resolve_device
+    if device == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise click.ClickException(f"--device cuda: CUDA is not usable here: {reason}; use "
+                                       f"--device cpu (or --device auto, which falls back to it)")
+    return resolve_device(device)

@@ -1,7 +1,7 @@
 """`numconv evaluate RUN`: the saved model's top-1/top-5 error and confusion matrix on the test split."""
 import click
 
-from cli._common import fail_cleanly
+from cli._common import DEVICE_HELP, fail_cleanly, pick_device
 
 
 @click.command()
@@ -10,26 +10,26 @@ from cli._common import fail_cleanly
               show_default=True, help="Which checkpoint to evaluate.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Evaluation batch.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-              show_default=True, help="Where to run.")
+              show_default=True, help="Where to run the model: " + DEVICE_HELP)
 def evaluate(run_dir, checkpoint, batch_size, device):
     """Evaluate a saved run on its test split."""
     from rich.console import Console
     from rich.table import Table
 
-    from numconv.text import evaluate_text_run, is_text_run
+    from numconv.text import is_text_run
     from numconv.train.image import evaluate_run
 
     console = Console()
-    if device == "cuda":
-        raise click.ClickException("device 'cuda' is not available in this build; use --device cpu")
+    device = pick_device(device)
     if is_text_run(run_dir):
+        from numconv.text.train import evaluate_text_run
         with fail_cleanly():
-            report = evaluate_text_run(run_dir, which=checkpoint)
+            report = evaluate_text_run(run_dir, which=checkpoint, device=device)
         f1 = f", chunk F1 {report['f1']:.2f}" if "f1" in report else ""
         console.print(f"test: accuracy {report['acc']:.2%}{f1}")
         return
     with fail_cleanly():
-        report = evaluate_run(run_dir, which=checkpoint, batch_size=batch_size)
+        report = evaluate_run(run_dir, which=checkpoint, batch_size=batch_size, device=device)
     console.print(f"test: {report['count']} images, top-1 error {report['top1_error']:.2%}, "
                   f"top-5 error {report['top5_error']:.2%}, loss {report['loss']:.4f}")
     classes = report["classes"]

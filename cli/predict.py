@@ -2,7 +2,7 @@
 sentence (text runs; tagging runs print each word with its tag)."""
 import click
 
-from cli._common import fail_cleanly
+from cli._common import DEVICE_HELP, fail_cleanly, pick_device
 
 
 @click.command()
@@ -10,20 +10,20 @@ from cli._common import fail_cleanly
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--top", type=int, default=3, show_default=True, help="How many classes to show.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-              show_default=True, help="Where to run.")
+              show_default=True, help="Where to run the model: " + DEVICE_HELP)
 def predict(run_dir, inputs, top, device):
     """Classify image files, or sentences with a text run."""
     from rich.console import Console
 
-    from numconv.text import is_text_run, predict_text
+    from numconv.text import is_text_run
     from numconv.train.image import predict_files
 
     console = Console()
-    if device == "cuda":
-        raise click.ClickException("device 'cuda' is not available in this build; use --device cpu")
+    device = pick_device(device)
     if is_text_run(run_dir):
+        from numconv.text.train import predict_text
         with fail_cleanly():
-            results = predict_text(run_dir, list(inputs))
+            results = predict_text(run_dir, list(inputs), device=device)
         for r in results:
             if "tags" in r:
                 console.print(" ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"])))
@@ -33,7 +33,7 @@ def predict(run_dir, inputs, top, device):
                 console.print(f"{r['input']!r}: [bold]{r['label']}[/]  ({shown})")
         return
     with fail_cleanly():
-        results = predict_files(run_dir, list(inputs))
+        results = predict_files(run_dir, list(inputs), device=device)
     for path, probs, classes in results:
         order = probs.argsort()[::-1][:max(1, top)]
         shown = ", ".join(f"{classes[i]} {probs[i]:.1%}" for i in order)

@@ -3,7 +3,7 @@ nothing cached, on scikit-learn's bundled 8x8 digits, said in one line). --strea
 dataset too large for memory."""
 import click
 
-from cli._common import fail_cleanly, plot_curves
+from cli._common import DEVICE_HELP, fail_cleanly, pick_device, plot_curves
 
 
 def _int_list(value):
@@ -56,8 +56,9 @@ def _int_list(value):
 @click.option("--stats-sample", type=int,
               help="Streaming: training images the normalisation statistics come from "
                    "(default 10000).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-              show_default=True, help="Where to train.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]),
+              help="Where to train: " + DEVICE_HELP + " Default: cpu; a resumed run keeps the "
+                   "device it was trained on.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything.")
 @click.option("--run-dir", default="runs/latest", show_default=True,
@@ -72,11 +73,12 @@ def train_image(resume_dir, augment, device, **opts):
     from numconv.train.image import ImageConfig, train_image as run
 
     console = Console()
-    if device == "cuda":
-        raise click.ClickException("device 'cuda' is not available in this build of numconv; "
-                                   "use --device cpu")
-    cfg = ImageConfig(**{k: v for k, v in opts.items()})
-    cfg.device = "cpu"
+    if device is not None:
+        chosen = pick_device(device)
+        if device == "auto":
+            console.print(f"--device auto: running on {chosen}")
+        device = chosen
+    cfg = ImageConfig(**{k: v for k, v in opts.items()}, device=device)
     if augment is False:
         cfg.crop_padding, cfg.flip = 0, False
     if resume_dir:

@@ -131,7 +131,9 @@ def test_cli_train_evaluate_predict_export(tmp_path):
                                   "--run-dir", run])
     assert result.exit_code == 0, result.output
     assert "test: top-1 error" in result.output and "digits" in result.output
-    result = runner.invoke(main, ["evaluate", run])
+    assert json.loads(open(os.path.join(run, "config.json")).read())["device"] == "cpu"
+    # auto: the GPU where one is usable (the report agrees to the printed digits), else the CPU
+    result = runner.invoke(main, ["evaluate", run, "--device", "auto"])
     assert result.exit_code == 0, result.output
     report = json.loads(open(os.path.join(run, "report.json")).read())
     assert f"top-1 error {report['top1_error']:.2%}" in result.output

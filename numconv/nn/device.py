@@ -41,6 +41,28 @@ def to_host(a):
     return a
 
 
+def move_model(model, device):
+    """model.to(device) for a training or evaluation run, in place; returns the model. A model with
+    no GPU path (classic LeNet-5, ResNet's option-A shortcut) is a one-line error naming the fix."""
+    check_device(device)
+    if device == model.device:
+        return model
+    try:
+        return model.to(device)
+    except ValueError as exc:
+        reason = str(exc).split("; train it with")[0]   # Module.to's fix names the library call
+        raise ValueError(f"--device {device}: {reason}; use --device cpu") from None
+
+
+def forward_to_host(model, x):
+    """The model's output for one batch as a host array. On a GPU model, an array batch goes to
+    the device first (a tuple, such as the Kim CNN's (ids, lengths), goes as it is: its layers take
+    host ids) and only the output comes back."""
+    if model.device == "cpu":
+        return model.forward(x)
+    return to_host(model.forward(to_device(x) if isinstance(x, np.ndarray) else x))
+
+
 def empty(shape, dtype):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     return _cuda().device_array(shape, dtype=np.dtype(dtype))

@@ -17,8 +17,8 @@ capitalisation feature) -> Conv1d of width `window` over padding-token-extended 
 'same' size: one output per word) -> hardtanh or ReLU hidden layer -> per-word Linear (a width-1
 Conv1d) -> logits (N, K, T), trained with a softmax per word.
 
-KimCNN runs on the GPU after `model.to("cuda")` (the ids and lengths stay host arrays: they are the
-batch, and the embedding sorts the ids there); the CPU path is unchanged.
+Both run on the GPU after `model.to("cuda")` (the ids, caps, feature ids and lengths stay host
+arrays: they are the batch, and the embeddings sort the ids there); the CPU path is unchanged.
 """
 import numpy as np
 
@@ -269,8 +269,13 @@ class WindowTagger(Module):
             parts.append(self.caps.forward(caps))
         for (name, _), f in zip(self.features, feats):
             parts.append(getattr(self, f"feature_{name}").forward(f))
-        x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
-        x = np.ascontiguousarray(x.transpose(0, 2, 1))
+        if dev.on_gpu(parts[0]):
+            # concatenating on axis 2 then transposing = transposing each, then concatenating
+            x = dev.concat_channels([dev.transpose(p) for p in parts]) if len(parts) > 1 else \
+                dev.transpose(parts[0])
+        else:
+            x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
+            x = np.ascontiguousarray(x.transpose(0, 2, 1))
         h = self.act.forward(self.conv.forward(x))
         if self.hidden_dropout:
             h = self.dropout.forward(h)
@@ -281,10 +286,14 @@ class WindowTagger(Module):
         if self.hidden_dropout:
             dh = self.dropout.backward(dh)
         dx = self.conv.backward(self.act.backward(dh))
+        gpu = dev.on_gpu(dx)
         start = 0
         for layer in self._inputs():
             stop = start + layer.embedding_dim
-            layer.backward(dx[:, start:stop].transpose(0, 2, 1))
+            if not gpu:
+                layer.backward(dx[:, start:stop].transpose(0, 2, 1))
+            elif not layer.frozen:
+                layer.backward(dev.transpose(dev.split_channels(dx, start, layer.embedding_dim)))
             start = stop
         return None
 

@@ -14,6 +14,10 @@ standard deviation over folds.
 Early stopping: after each epoch, training stops once validation accuracy has not improved for
 `patience` epochs; the best epoch's checkpoint is the one tested. The rule reads only the metrics
 history, so a resumed run stops exactly where the uninterrupted one would.
+
+With device='cuda' the model lives on the GPU: each step sends its batch of ids (host arrays, as
+the embeddings take them) and brings back the loss and the count of correct answers; evaluation
+copies back each batch's logits (the tagger's Viterbi decoding runs on the host over them).
 """
 import json
 import os
@@ -22,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from numconv.nn import SoftmaxCrossEntropy
+from numconv.nn import device as dev
+from numconv.ops import nn as F
 from numconv.optim import Schedule, make_optimizer
 from numconv.text import data as textdata
 from numconv.text.decode import allowed_transitions, viterbi
@@ -32,7 +38,7 @@ from numconv.train import loop
 from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkpoint_path,
                                       load_checkpoint, prepare_run_dir,
                                       restore_training_state)
-from numconv.train.image import EpochBatches
+from numconv.train.image import EpochBatches, resolve_run_device
 
 MODELS = ("kim", "window")
 DECODERS = ("viterbi", "argmax")
@@ -88,6 +94,7 @@ class TextConfig:
     test_fraction: float = 0.1
     limit: int = None
     threads: int = None
+    device: str = None                 # cpu, cuda or auto; None: cpu (a resumed run: its own)
     seed: int = 0
     run_dir: str = "runs/text"
     baseline: bool = True
@@ -141,6 +148,7 @@ class TextConfig:
         if self.model == "kim" and self.variant != "rand" and not self.vectors:
             raise ValueError(f"--variant {self.variant} needs --vectors (a GloVe/word2vec/"
                              f"fastText file, or glove-6b-50d)")
+        self.device = resolve_run_device(self.device)
         return self
 
 
@@ -238,6 +246,8 @@ def tagging_loss(loss_fn, logits, tags, mask):
     """Per-token softmax cross-entropy of logits (N, K, T), averaged over real tokens.
     -> (loss, dlogits (N, K, T), correct, count)."""
     N, K, T = logits.shape
+    if dev.on_gpu(logits):
+        return _tagging_loss_gpu(loss_fn, logits, tags, mask)
     flat = np.ascontiguousarray(logits.transpose(0, 2, 1)).reshape(-1, K)
     w = mask.reshape(-1).astype(np.float64)
     loss, dflat = loss_fn(flat, tags.reshape(-1), w)
@@ -245,6 +255,18 @@ def tagging_loss(loss_fn, logits, tags, mask):
     correct = int(((pred == tags.reshape(-1)) & mask.reshape(-1)).sum())
     dlogits = np.ascontiguousarray(dflat.reshape(N, T, K).transpose(0, 2, 1))
     return loss, dlogits, correct, int(mask.sum())
+
+
+def _tagging_loss_gpu(loss_fn, logits, tags, mask):
+    """tagging_loss for logits on the GPU: dlogits stays there; the tags and mask (the batch) go
+    over, and the loss and the count of correct tokens come back."""
+    N, K, T = logits.shape
+    flat = dev.transpose(logits).reshape(N * T, K)
+    labels = tags.reshape(-1)
+    keep = mask.reshape(-1)
+    loss, dflat = loss_fn(flat, labels, keep.astype(np.float64))
+    correct = F.count_correct(flat, np.where(keep, labels, -1))   # -1: padding never counts
+    return loss, dev.transpose(dflat.reshape(N, T, K)), correct, int(mask.sum())
 
 
 # ------------------------------------------------------------------------------- building blocks
@@ -353,7 +375,7 @@ def predict_logits(model, split, prepare, batch_size=256):
     for start in range(0, len(split.y), batch_size):
         idx = np.arange(start, min(len(split.y), start + batch_size))
         x, _ = prepare(split, idx, None, False)
-        logits = model.forward(x)
+        logits = dev.forward_to_host(model, x)      # (ids, lengths...) go as host arrays
         if logits.ndim == 3:
             out.extend(logits[r, :, :len(split.ids[i])].T for r, i in enumerate(idx))
         else:
@@ -449,7 +471,10 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
     state = None
     if resume:
         doc = _read_json(run_dir, "config.json")
-        cfg = config_from_doc(doc).resolve()
+        device = cfg.device                       # where to run: the caller's (resolved) choice
+        cfg = config_from_doc(doc)
+        cfg.device = device
+        cfg.resolve()
         vocab = Vocabulary.from_json(_read_json(run_dir, "vocab.json"))
         classes = doc["classes"]
         fvocabs = _feature_vocabs_from_doc(doc)
@@ -490,6 +515,8 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
             allowed_transitions(enc["train"].y, len(classes))
         decode = tag_decoder(cfg, transitions)
     loss_fn = SoftmaxCrossEntropy()
+    # before the optimiser is made: it updates the arrays it is given, wherever they live
+    dev.move_model(model, cfg.device)
     optimizer = make_optimizer(cfg.optimizer, model.named_parameters(), cfg.lr)
     schedule = Schedule(cfg.schedule, cfg.lr, cfg.epochs, factor=0.5, patience=0)
     if resume:
@@ -514,7 +541,7 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
             logits = model_.forward(x)
             loss, dlogits = loss_fn(logits, y)
             model_.backward(dlogits)
-            return loss, int(np.sum(np.argmax(logits, axis=1) == y)), len(y)
+            return loss, F.count_correct(logits, y), len(y)
     else:
         def step_fn(model_, batch):
             x, (tags, mask) = batch
@@ -587,9 +614,15 @@ def train_text(cfg, callbacks=None, resume=False, stop_flag=None, data=None):
             raise CheckpointError(f"run directory {run_dir} does not exist; nothing to resume")
         top = _read_json(run_dir, "cv.json" if os.path.exists(
             os.path.join(run_dir, "cv.json")) else "config.json")
+        device = cfg.device
         cfg = config_from_doc(top)
         cfg.run_dir = run_dir
+        if device is not None:   # where to run is the caller's choice; the stored one by default
+            cfg.device = device
+    requested = cfg.device
     cfg.resolve()
+    if requested == "auto":
+        cb.call("message", f"--device auto: training on {cfg.device}")
     if cfg.threads:
         import numba
         numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
@@ -634,8 +667,8 @@ def train_text(cfg, callbacks=None, resume=False, stop_flag=None, data=None):
 
 # ------------------------------------------------------------------------------------ prediction
 
-def load_text_run(run_dir, which="best"):
-    """-> (config doc, TextConfig, vocabulary, model in eval mode)."""
+def load_text_run(run_dir, which="best", device="cpu"):
+    """-> (config doc, TextConfig, vocabulary, model in eval mode on `device`)."""
     if not os.path.isdir(run_dir):
         raise CheckpointError(f"run directory {run_dir} does not exist")
     if os.path.exists(os.path.join(run_dir, "cv.json")) and \
@@ -659,11 +692,12 @@ def load_text_run(run_dir, which="best"):
         model.load_state_dict(load_checkpoint(path)[0])
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} does not match the run's model: {exc}") from None
+    dev.move_model(model, resolve_run_device(device))
     model.eval()
     return doc, cfg, vocab, model
 
 
-def predict_text(run_dir, inputs):
+def predict_text(run_dir, inputs, device="cpu"):
     """Label sentences with a saved text run.
 
     Classification -> [{'input', 'tokens', 'label', 'probabilities': {class: p}}] (classes in
@@ -672,7 +706,7 @@ def predict_text(run_dir, inputs):
     feature columns (--features pos) takes each token as word/FEATURE, e.g. "He/PRP runs/VBZ"."""
     from numconv.ops.nn import softmax
     from numconv.text.tokenize import tokenize
-    doc, cfg, vocab, model = load_text_run(run_dir)
+    doc, cfg, vocab, model = load_text_run(run_dir, device=device)
     classes = doc["classes"]
     inputs = list(inputs)
     if not inputs:
@@ -726,10 +760,10 @@ def _split_feature_tokens(sentences, names):
     return words, feats
 
 
-def evaluate_text_run(run_dir, which="best"):
-    """Re-score a saved text run on its test split (the same split it was trained with): the
-    report dict of report.json (accuracy; chunk F1 for chunk tags)."""
-    doc, cfg, vocab, model = load_text_run(run_dir, which)
+def evaluate_text_run(run_dir, which="best", device="cpu"):
+    """Re-score a saved text run on its test split (the same split it was trained with), the
+    model run on `device`: the report dict of report.json (accuracy; chunk F1 for chunk tags)."""
+    doc, cfg, vocab, model = load_text_run(run_dir, which, device)
     data = load_data(cfg)
     _, _, test, _ = _splits(cfg, data, doc.get("fold"))
     classes = doc["classes"]

@@ -8,6 +8,10 @@ the machine's memory. A streamed run never holds a split: training batches come 
 seeded shuffle buffer, validation and test are evaluated batch by batch, and a resumed run skips
 the rows its interrupted epoch had already used.
 
+With device='cuda' the model lives on the GPU (`Module.to`): each step moves its batch in and the
+loss and the count of correct answers out; evaluation copies back only each batch's logits.
+Checkpoints are host arrays, so a run resumes, evaluates and predicts on either device.
+
 Run directory:
   config.json           the resolved configuration (what was asked and what was used)
   metrics.jsonl         one JSON line per epoch
@@ -21,6 +25,8 @@ import numpy as np
 
 from numconv import models
 from numconv.nn import SoftmaxCrossEntropy
+from numconv.nn.device import forward_to_host, move_model, to_device
+from numconv.ops import nn as F
 from numconv.optim import Schedule, make_optimizer
 from numconv.train import loop
 from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkpoint_path,
@@ -60,7 +66,7 @@ class ImageConfig:
     input_size: int = None
     classic: bool = False
     aux: bool = False
-    device: str = "cpu"
+    device: str = None            # cpu, cuda or auto; None: cpu (a resumed run: its own device)
     threads: int = None
     seed: int = 0
     val_fraction: float = 0.1
@@ -95,6 +101,7 @@ class ImageConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not self.width > 0:
             raise ValueError(f"--width must be > 0, got {self.width}")
+        self.device = resolve_run_device(self.device)
         for key in ("shuffle_buffer", "stats_sample"):
             value = getattr(self, key)
             if value is not None and value < (0 if key == "shuffle_buffer" else 1):
@@ -107,6 +114,15 @@ _FALLBACK = dict(epochs=10, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.
                  nesterov=False, weight_decay=0.0, schedule="constant", step_size=30, gamma=0.1,
                  warmup_epochs=0.0, milestones=None, lr_values=None, factor=0.1, patience=5,
                  crop_padding=0, flip=False, label_smoothing=0.0)
+
+
+def resolve_run_device(device):
+    """None -> 'cpu'; 'auto' -> 'cuda' where a GPU is usable, else 'cpu'; others checked."""
+    from numconv.ops._device import resolve_device
+    device = resolve_device(device or "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r} is unknown; use cpu, cuda or auto")
+    return device
 
 
 def model_options(model, classic=False, aux=False):
@@ -209,7 +225,7 @@ def _predict_logits(model, split, prepare, batch_size):
     for start in range(0, len(split.y), batch_size):
         idx = np.arange(start, min(len(split.y), start + batch_size))
         x, _ = prepare(split, idx, None, False)
-        outs.append(model.forward(x))
+        outs.append(forward_to_host(model, x))
     return np.concatenate(outs) if outs else np.zeros((0, 1), np.float32)
 
 
@@ -246,7 +262,7 @@ def evaluate_stream(model, split, prepare, batch_size, loss_fn, num_classes):
     loss_sum, top5, n = 0.0, 0, 0
     for x, y in split.batches(batch_size):
         xb, yb = prepare((x, y), np.arange(len(y)), None, False)
-        logits = model.forward(xb)
+        logits = forward_to_host(model, xb)
         loss, _ = loss_fn(logits, yb)
         loss_sum += float(loss) * len(yb)
         order = np.argsort(-logits, axis=1, kind="stable")
@@ -271,6 +287,7 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     cb = callbacks or loop.Callbacks()
     run_dir = prepare_run_dir(cfg.run_dir, resume=resume)
     state = None
+    device = cfg.device
     if resume:
         saved = os.path.join(run_dir, "config.json")
         if not os.path.exists(saved):
@@ -281,9 +298,13 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         stored.pop("resolved_from", None)
         cfg = ImageConfig(**{k: v for k, v in stored.items() if k in ImageConfig.__annotations__})
         cfg.run_dir = run_dir
+        if device is not None:   # where to run is the caller's choice; the stored one by default
+            cfg.device = device
         model_state, optim_state, sched_state, meta = load_checkpoint(checkpoint_path(run_dir))
         state = loop.TrainState.from_meta(meta)
     cfg.resolve()
+    if device == "auto":
+        cb.call("message", f"--device auto: training on {cfg.device}")
     if cfg.threads:
         import numba
         numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
@@ -312,6 +333,8 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     model = models.build_model(cfg.model, num_classes=len(dataset.classes), in_channels=channels,
                                input_size=(H, W), width=cfg.width, seed=cfg.seed,
                                **model_options(cfg.model, cfg.classic, cfg.aux))
+    # before the optimiser is made: it updates the arrays it is given, wherever they live
+    move_model(model, cfg.device)
     spec = dict(input_size=(H, W), channels=channels, mean=dataset.mean, std=dataset.std,
                 crop_padding=cfg.crop_padding, flip=cfg.flip)
 
@@ -339,8 +362,12 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     if not resume:
         atomic_write_json(os.path.join(run_dir, "config.json"), config_doc)
 
+    on_gpu = cfg.device == "cuda"
+
     def step_fn(model_, batch):
         x, y = batch
+        if on_gpu:
+            x = to_device(x)      # the batch goes in; the loss and the count of correct come out
         logits = model_.forward(x)
         loss, dlogits = loss_fn(logits, y)
         aux, aux_grads = models.aux_loss(model_, loss_fn, y)   # GoogLeNet's auxiliary heads
@@ -348,7 +375,7 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
             model_.backward(dlogits, aux_grads=aux_grads)
         else:
             model_.backward(dlogits)
-        return loss + aux, int(np.sum(np.argmax(logits, axis=1) == y)), len(y)
+        return loss + aux, F.count_correct(logits, y), len(y)
 
     eval_bs = max(cfg.batch_size, 256)
     if streamed:
@@ -417,10 +444,12 @@ def _spec(cfg_doc):
                 std=np.array(cfg_doc["std"], np.float32), crop_padding=0, flip=False)
 
 
-def evaluate_run(run_dir, which="best", batch_size=256):
-    """Top-1/top-5 error, loss and confusion matrix of a saved run on its test split."""
+def evaluate_run(run_dir, which="best", batch_size=256, device="cpu"):
+    """Top-1/top-5 error, loss and confusion matrix of a saved run on its test split, computed on
+    `device` (whichever the run trained on: checkpoints are host arrays)."""
     from numconv.train.runs import load_run
     cfg_doc, model = load_run(run_dir, which)
+    move_model(model, resolve_run_device(device))
     if cfg_doc.get("stream") and not cfg_doc.get("note"):
         from numconv.data import streaming   # the test split streamed again, statistics stored
         test = streaming.open_stream(cfg_doc["dataset"], val_fraction=cfg_doc["val_fraction"],
@@ -431,15 +460,16 @@ def evaluate_run(run_dir, which="best", batch_size=256):
                    SoftmaxCrossEntropy(), cfg_doc["classes"])
 
 
-def predict_files(run_dir, paths):
-    """-> [(path, probabilities, class names)] for each image file."""
+def predict_files(run_dir, paths, device="cpu"):
+    """-> [(path, probabilities, class names)] for each image file, the model run on `device`."""
     from numconv.data import images as data
     from numconv.ops.nn import softmax
     from numconv.train.runs import load_run
     cfg_doc, model = load_run(run_dir)
+    move_model(model, resolve_run_device(device))
     C, H, W = cfg_doc["input_shape"]
     x = data.load_image_files(paths, mode="L" if len(cfg_doc["mean"]) == 1 else "RGB")
     spec = _spec(cfg_doc)
     xb = data.preprocess(x, input_size=(H, W), mean=spec["mean"], std=spec["std"], channels=C)
-    probs = softmax(model.forward(xb).astype(np.float64))
+    probs = softmax(forward_to_host(model, xb).astype(np.float64))
     return [(p, probs[i], cfg_doc["classes"]) for i, p in enumerate(paths)]
