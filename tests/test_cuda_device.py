@@ -135,3 +135,25 @@ def _main():
 
 def _run_dir(command, tmp_path):
     return ["--run-dir", str(tmp_path / "run")] if command[0].startswith("train") else []
+
+
+def test_resuming_a_gpu_run_without_a_gpu_names_the_fix(monkeypatch, tmp_path):
+    import json
+    (tmp_path / "data.csv").write_text("text,label\ngood film,pos\nbad film,neg\n" * 10)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(_main(), [
+        "train-text", "--dataset", str(tmp_path / "data.csv"), "--epochs", "1", "--maps", "2",
+        "--embed-dim", "4", "--no-baseline", "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((run / "config.json").read_text())
+    doc.update(device="cuda", epochs=2)          # as if trained on a GPU, and not finished
+    (run / "config.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(_device, "cuda_unavailable_reason", lambda: NO_DRIVER)
+    result = CliRunner().invoke(_main(), ["train-text", "--resume", str(run)])
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert NO_DRIVER in line and "use --device cpu" in line, line
+    result = CliRunner().invoke(_main(), ["train-text", "--resume", str(run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((run / "config.json").read_text())["device"] == "cpu"   # where it trained

@@ -475,6 +475,9 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
         cfg = config_from_doc(doc)
         cfg.device = device
         cfg.resolve()
+        if doc.get("device") != cfg.device:       # config.json: where it trains now
+            doc["device"] = cfg.device
+            _write_json(run_dir, "config.json", doc)
         vocab = Vocabulary.from_json(_read_json(run_dir, "vocab.json"))
         classes = doc["classes"]
         fvocabs = _feature_vocabs_from_doc(doc)

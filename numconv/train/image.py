@@ -118,10 +118,14 @@ _FALLBACK = dict(epochs=10, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.
 
 def resolve_run_device(device):
     """None -> 'cpu'; 'auto' -> 'cuda' where a GPU is usable, else 'cpu'; others checked."""
-    from numconv.ops._device import resolve_device
+    from numconv.ops._device import cuda_unavailable_reason, resolve_device
     device = resolve_device(device or "cpu")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"--device {device!r} is unknown; use cpu, cuda or auto")
+    if device == "cuda" and cuda_unavailable_reason() is not None:
+        # e.g. a run trained on a GPU, resumed (it keeps its device) on a machine without one
+        raise RuntimeError(f"device cuda: CUDA is not usable here: {cuda_unavailable_reason()}; "
+                           f"use --device cpu (checkpoints load on either device)")
     return device
 
 
@@ -295,7 +299,6 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         import json
         with open(saved) as f:
             stored = json.load(f)
-        stored.pop("resolved_from", None)
         cfg = ImageConfig(**{k: v for k, v in stored.items() if k in ImageConfig.__annotations__})
         cfg.run_dir = run_dir
         if device is not None:   # where to run is the caller's choice; the stored one by default
@@ -305,6 +308,9 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     cfg.resolve()
     if device == "auto":
         cb.call("message", f"--device auto: training on {cfg.device}")
+    if resume and stored.get("device") != cfg.device:   # config.json: where it trains now
+        stored["device"] = cfg.device
+        atomic_write_json(os.path.join(run_dir, "config.json"), stored)
     if cfg.threads:
         import numba
         numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
