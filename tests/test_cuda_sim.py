@@ -3,7 +3,8 @@
 The simulator must be chosen (NUMBA_ENABLE_CUDASIM=1) before numba is imported, and this process
 keeps the real numba for every other test, so the checks in tests/cuda_sim/ run in a `pytest`
 child with the variable set. They patch the block sizes small so that tiny inputs span several
-blocks, tiles and segments (tests/cuda_sim/conftest.py). About 40 s.
+blocks, tiles and segments (tests/cuda_sim/conftest.py). About 3 minutes on a busy two-core
+machine (the simulator runs each CUDA thread as Python).
 """
 import importlib.util
 import os
