@@ -147,11 +147,11 @@ def image_case(torch, net, batch, dev, simulate):
     rng = np.random.default_rng(0)
     if net == "lenet5":
         shape, classes = (1, 32, 32), 10
-        model = models.build_model("lenet5", width=0.2 if simulate else 1.0, seed=0)
+        model = models.build_model("lenet5", width=0.1 if simulate else 1.0, seed=0)
         tmodel = torch_lenet(torch, model)
         wd = 0.0
     else:
-        size, classes, width = (32, 4, 1 / 16) if simulate else (64, 200, 0.5)
+        size, classes, width = (32, 2, 1 / 64) if simulate else (64, 200, 0.5)
         shape = (3, size, size)
         model = models.build_model("resnet18", num_classes=classes, input_size=size, width=width,
                                    seed=0)
@@ -182,7 +182,7 @@ def image_case(torch, net, batch, dev, simulate):
         loss.backward()
         topt.step()
         (logits.argmax(1) == yy).sum()
-        return float(loss)
+        return loss.item()
 
     data = [(rng.standard_normal((batch,) + shape).astype(np.float32),
              rng.integers(0, classes, batch)) for _ in range(8)]
@@ -243,7 +243,7 @@ def kim_case(torch, D, batch, dev, simulate):
         loss.backward()
         topt.step()
         (logits.argmax(1) == yy).sum()
-        return float(loss)
+        return loss.item()
     return ours, theirs, data, batch
 
 
@@ -281,7 +281,7 @@ def main(argv=None):
                     cases.append((f"Kim CNN {D}-d", "sentences/s", B,
                                   lambda D=D, B=B: kim_case(torch, D, B, dev, args.simulate)))
         else:
-            for B in ((2,) if args.simulate else ((64, 256) if net == "lenet5" else (64, 128))):
+            for B in ((1,) if args.simulate else ((64, 256) if net == "lenet5" else (64, 128))):
                 name = "LeNet-5" if net == "lenet5" else "ResNet-18 x0.5, 64x64, 200 classes"
                 cases.append((name, "images/s", B,
                               lambda net=net, B=B: image_case(torch, net, B, dev, args.simulate)))

@@ -117,7 +117,11 @@ def test_device_auto_without_a_gpu_trains_on_the_cpu(monkeypatch, tmp_path):
 
 
 def test_a_model_with_no_gpu_path_is_one_line(monkeypatch, tmp_path):
-    # CUDA said to be usable: the model refuses to move before any array goes anywhere
+    # CUDA said to be usable: the model refuses to move before any array goes anywhere. Every
+    # layer has a GPU path now, so two are made to say they have none.
+    from numconv.models.lenet import MaskedConv2d, Subsampling
+    for layer in (MaskedConv2d, Subsampling):
+        monkeypatch.setattr(layer, "supports_cuda", False)
     monkeypatch.setattr(_device, "cuda_unavailable_reason", lambda: None)
     result = CliRunner().invoke(_main(), [
         "train-image", "--dataset", "digits", "--classic", "--limit", "64", "--epochs", "1",

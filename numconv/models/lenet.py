@@ -16,6 +16,8 @@ import numpy as np
 
 from numconv import ops
 from numconv.nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Tanh
+from numconv.nn import device as dev
+from numconv.ops import nn as F
 
 from numconv.models._common import Network, check_input, scaled
 
@@ -42,7 +44,6 @@ class MaskedConv2d(Conv2d):
     gradient is masked in the backward pass, so the masked-out entries never act and never learn.
     `param_masks` tells parameter counting (numconv.describe, numconv.models.count_parameters) to
     count only the kept entries."""
-    supports_cuda = False   # classic LeNet-5 runs on the CPU only (the mask product is NumPy)
 
     def __init__(self, in_channels, out_channels, kernel_size, mask, **kwargs):
         super().__init__(in_channels, out_channels, kernel_size, **kwargs)
@@ -54,13 +55,35 @@ class MaskedConv2d(Conv2d):
         self.param_masks = {"weight": mask}
         self.params["weight"][~mask] = 0
 
+    def _mask_like(self, w):
+        """The mask as an array of w's dtype on w's device (uploaded once, then kept)."""
+        if not dev.on_gpu(w):
+            return self.mask
+        if getattr(self, "_device_mask", None) is None:
+            self._device_mask = dev.to_device(self.mask.astype(w.dtype))
+        return self._device_mask
+
     def forward(self, x):
         self._x = x
-        self._w = self.params["weight"] * self.mask
+        w = self.params["weight"]
+        if dev.on_gpu(x) or dev.on_gpu(w):
+            dev.same_place(x=x, weight=w)
+            self._w = F.multiply(w, self._mask_like(w))
+            return dev.conv_forward(2, x, self._w, self.params.get("bias"), **self._opts())
+        self._w = w * self.mask
         return ops.conv2d(x, self._w, self.params.get("bias"), device=self.device, **self._opts())
 
     def backward(self, dy):
         x, opts = self._x, self._opts()
+        if dev.on_gpu(dy):
+            w = self.params["weight"]
+            dw = dev.conv_backward_weight(2, dy, x, w.shape, **opts)
+            F.accumulate(self.grads["weight"], F.multiply(dw, self._mask_like(w)))
+            if "bias" in self.params:
+                F.accumulate(self.grads["bias"], dev.conv_backward_bias(2, dy))
+            if not self.needs_input_grad:
+                return None
+            return dev.conv_backward_input(2, dy, self._w, x.shape, **opts)
         dw = ops.conv2d_backward_weight(dy, x, self.kernel_size, device=self.device, **opts)
         self.grads["weight"] += dw * self.mask
         if "bias" in self.params:
@@ -78,7 +101,6 @@ class Subsampling(AvgPool2d):
     """LeNet-5's S2/S4: each unit adds the k x k inputs of its window (k times k times their
     average), multiplies by its map's trainable coefficient and adds its map's trainable bias.
     Parameters 'weight' (C,) and 'bias' (C,); (N, C, H, W) -> (N, C, H/k, W/k)."""
-    supports_cuda = False   # classic LeNet-5 runs on the CPU only (per-map affine in NumPy)
 
     def __init__(self, channels, kernel_size=2, init="lecun", rng=None, dtype=np.float32):
         super().__init__(kernel_size)
@@ -91,13 +113,37 @@ class Subsampling(AvgPool2d):
                        else np.zeros(channels, dtype))
 
     def forward(self, x):
+        if dev.on_gpu(x):
+            return self._forward_gpu(x)
         s = super().forward(x) * self.area           # window sums
         self._s = s
         shape = (1, -1, 1, 1)
         return (s * self.params["weight"].reshape(shape)
                 + self.params["bias"].reshape(shape)).astype(x.dtype, copy=False)
 
+    # On the GPU the per-map affine s * weight + bias is batch norm's eval-mode transform with mean
+    # 0 and variance 1 (eps 0, so 1 / sqrt(var + eps) is exactly 1): the same kernels give y, and in
+    # the backward pass dweight = sum(dy * s), dbias = sum(dy) and ds = dy * weight.
+    def _unit_statistics(self, like):
+        C = self.params["weight"].shape[0]
+        if getattr(self, "_unit", None) is None:
+            self._unit = (dev.to_device(np.zeros(C, like.dtype)),
+                          dev.to_device(np.ones(C, like.dtype)))
+        return self._unit
+
+    def _forward_gpu(self, x):
+        s = F.scale(super().forward(x), self.area)      # window sums
+        mean, var = self._unit_statistics(s)
+        y, self._s, self._inv = F.batchnorm_forward(s, self.params["weight"], self.params["bias"],
+                                                    mean, var, 0.0)
+        return y
+
     def backward(self, dy):
+        if dev.on_gpu(dy):
+            ds, dw, db = F.batchnorm_backward(dy, self._s, self.params["weight"], self._inv, False)
+            F.accumulate(self.grads["weight"], dw)
+            F.accumulate(self.grads["bias"], db)
+            return super().backward(F.scale(ds, self.area))
         self.grads["weight"] += (dy * self._s).sum(axis=(0, 2, 3)).astype(dy.dtype, copy=False)
         self.grads["bias"] += dy.sum(axis=(0, 2, 3)).astype(dy.dtype, copy=False)
         ds = dy * (self.params["weight"].reshape(1, -1, 1, 1) * self.area)

@@ -15,8 +15,10 @@ from numconv.ops import nn as F
 
 
 class ZeroPadShortcut(Module):
-    """The ResNet paper's option A: identity with stride-s subsampling, extra channels zero."""
-    supports_cuda = False   # strided slicing of device arrays: not written yet
+    """The ResNet paper's option A: identity with stride-s subsampling, extra channels zero.
+    On the GPU the subsampling x[:, :, ::s, ::s] is average pooling with a 1x1 window and stride s
+    (each output is one input divided by 1: exact), and its backward pass puts dy back on that
+    grid with zeros elsewhere; the extra channels are a zero block concatenated on channels."""
 
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
@@ -25,14 +27,25 @@ class ZeroPadShortcut(Module):
     def forward(self, x):
         self._shape = x.shape
         s = self.stride
+        if dev.on_gpu(x):
+            sub, _ = dev.pool_forward(2, "avg", x, kernel_size=1, stride=s)
+            extra = self.out_channels - self.in_channels
+            if not extra:
+                return sub
+            zeros = dev.zeros((sub.shape[0], extra) + tuple(sub.shape[2:]), sub.dtype)
+            return dev.concat_channels([sub, zeros])
         sub = x[:, :, ::s, ::s]
         y = np.zeros((x.shape[0], self.out_channels) + sub.shape[2:], dtype=x.dtype)
         y[:, :self.in_channels] = sub
         return y
 
     def backward(self, dy):
-        dx = np.zeros(self._shape, dtype=dy.dtype)
         s = self.stride
+        if dev.on_gpu(dy):
+            dsub = dy if self.out_channels == self.in_channels else \
+                dev.split_channels(dy, 0, self.in_channels)
+            return dev.pool_backward(2, "avg", dsub, self._shape, kernel_size=1, stride=s)
+        dx = np.zeros(self._shape, dtype=dy.dtype)
         dx[:, :, ::s, ::s] = dy[:, :self.in_channels]
         return dx
 

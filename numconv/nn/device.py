@@ -43,7 +43,7 @@ def to_host(a):
 
 def move_model(model, device):
     """model.to(device) for a training or evaluation run, in place; returns the model. A model with
-    no GPU path (classic LeNet-5, ResNet's option-A shortcut) is a one-line error naming the fix."""
+    a layer that has no GPU path (`supports_cuda = False`) is a one-line error naming the fix."""
     check_device(device)
     if device == model.device:
         return model

@@ -94,7 +94,7 @@ class Module:
             else:
                 g[...] = 0
 
-    supports_cuda = True   # False for the few layers with no GPU path yet
+    supports_cuda = True   # a layer without a GPU path sets False, and .to("cuda") refuses
 
     def to(self, device):
         """Move parameters, gradients and buffers to `device` ('cpu' or 'cuda'), in place; returns

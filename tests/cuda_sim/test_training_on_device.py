@@ -142,10 +142,13 @@ def test_checkpoints_move_between_devices():
     assert_close(gpu.forward(batch), want, np.float32)
 
 
-def test_host_batch_on_a_gpu_model_is_a_clear_error():
+def test_host_batch_on_a_gpu_model_is_a_clear_error(monkeypatch):
+    from numconv.models.lenet import MaskedConv2d, Subsampling
     model = _lenet().to("cuda")
     with pytest.raises(ValueError, match=r"on the host.*to_device"):
         model.forward(np.zeros((1, 1, 32, 32), np.float32))
+    for layer in (MaskedConv2d, Subsampling):   # every layer has a GPU path now: pretend not
+        monkeypatch.setattr(layer, "supports_cuda", False)
     with pytest.raises(ValueError, match="MaskedConv2d, Subsampling has no CUDA path"):
         models.build_model("lenet5", classic=True).to("cuda")
     with pytest.raises(ValueError, match="device 'gpu' is unknown"):

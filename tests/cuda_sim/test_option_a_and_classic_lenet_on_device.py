@@ -1,0 +1,44 @@
+"""The layers that had no GPU path — ResNet's option-A shortcut (CIFAR ResNets) and classic
+LeNet-5's masked C3 convolution and trainable subsampling — forward and backward on the GPU against
+the same layers on the CPU, under the simulator. Tiny shapes: each layer's device branch is the
+point; the kernels it calls are checked in test_kernels.py and test_nn_kernels.py."""
+import numpy as np
+
+from numconv import models
+from numconv.models.lenet import MaskedConv2d, Subsampling
+from numconv.nn import BasicBlock, Sequential, Tanh
+from numconv.nn.device import to_device
+from kernel_helpers import assert_close
+
+
+def _net():
+    rng = np.random.default_rng(0)
+    mask = rng.random((4, 2, 3, 3)) < 0.6
+    return Sequential(MaskedConv2d(2, 4, 3, mask, padding=1, rng=rng), Tanh(lecun=True),
+                      Subsampling(4, 2, rng=rng),
+                      BasicBlock(4, 6, stride=2, shortcut="A", rng=rng))
+
+
+def test_option_a_shortcut_and_classic_lenet_layers_on_the_gpu():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    cpu, gpu = _net(), _net().to("cuda")
+    y = cpu.forward(x)
+    gy = gpu.forward(to_device(x))
+    assert_close(gy.copy_to_host(), y, np.float32, factor=10)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = cpu.backward(dy)
+    gdx = gpu.backward(to_device(dy))
+    assert_close(gdx.copy_to_host(), dx, np.float32, factor=10)
+    grads = {n: g for n, _, g in gpu.named_parameters()}
+    for name, _, g in cpu.named_parameters():
+        assert_close(grads[name].copy_to_host(), g, np.float32, factor=10, err_msg=name)
+    masked = grads["0.weight"].copy_to_host()
+    assert not masked[~cpu.children["0"].mask].any()    # masked-out weights learn nothing
+
+
+def test_classic_lenet5_and_cifar_resnets_move_to_the_gpu():
+    for net in (models.build_model("lenet5", classic=True),
+                models.build_model("resnet20", width=0.25, initialize=False)):
+        net.to("cuda")
+        assert net.to("cpu") is net
