@@ -13,7 +13,7 @@ Indices follow `numconv.kernels.reference`: x (N, C, H, W), w (O, C // groups, K
 (N, O, OH, OW); a pooling window (i, j) covers rows i*sh - pt .. i*sh - pt + kh - 1 (likewise
 columns); idx holds the flat index ih * W + iw of each max window's winner.
 """
-import types
+from numconv.kernels._twins import compile_functions
 
 __all__ = [
     # helpers first: `compile_for` compiles in this order, so callees exist before their callers
@@ -27,19 +27,9 @@ GLOBAL_KINDS = {"max": 0, "avg": 1, "sum": 2}
 
 
 def compile_for(jit, **options):
-    """Every function of `__all__` compiled with `jit(function, **options)`, as {name: compiled}.
-
-    Calls between these functions go to the compiled versions: each is compiled from a copy whose
-    globals map the other names to their compiled twins (Numba resolves globals when it compiles).
-    """
-    env = dict(globals())
-    compiled = {}
-    for name in __all__:
-        f = globals()[name]
-        twin = types.FunctionType(f.__code__, env, f.__name__, f.__defaults__, f.__closure__)
-        twin.__qualname__, twin.__module__, twin.__doc__ = f.__qualname__, f.__module__, f.__doc__
-        env[name] = compiled[name] = jit(twin, **options)
-    return compiled
+    """Every function of `__all__` compiled with `jit(function, **options)`, as {name: compiled}
+    (see `numconv.kernels._twins`)."""
+    return compile_functions(globals(), __all__, jit, **options)
 
 
 # ----------------------------------------------------------------------------------------- helpers

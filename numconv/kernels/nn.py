@@ -18,9 +18,10 @@ Layouts: elementwise ops on flat arrays (index i); batch norm on (N, C, S) views
 of the spatial sizes); LRN on (N, C, S); softmax cross-entropy on logits (N, K).
 """
 import math
-import types
 
 import numpy as np
+
+from numconv.kernels._twins import compile_functions
 
 __all__ = [
     # helpers first: `compile_for` compiles in this order, so callees exist before their callers
@@ -36,18 +37,9 @@ GOLDEN = 0x9E3779B97F4A7C15   # 2^64 / golden ratio: spreads consecutive seeds o
 
 
 def compile_for(jit, **options):
-    """Every function of `__all__` compiled with `jit(function, **options)`, as {name: compiled}.
-
-    Calls between these functions go to the compiled versions (each is compiled from a copy whose
-    globals map the other names to their compiled twins)."""
-    env = dict(globals())
-    compiled = {}
-    for name in __all__:
-        f = globals()[name]
-        twin = types.FunctionType(f.__code__, env, f.__name__, f.__defaults__, f.__closure__)
-        twin.__qualname__, twin.__module__, twin.__doc__ = f.__qualname__, f.__module__, f.__doc__
-        env[name] = compiled[name] = jit(twin, **options)
-    return compiled
+    """Every function of `__all__` compiled with `jit(function, **options)`, as {name: compiled}
+    (see `numconv.kernels._twins`)."""
+    return compile_functions(globals(), __all__, jit, **options)
 
 
 # ------------------------------------------------------------------------------------- dropout

@@ -15,9 +15,10 @@ The rules are PyTorch's (see `numconv.optim`), with L2 weight decay added to the
             a = rho a + (1-rho) d^2;  p -= lr d
 """
 import math
-import types
 
 from numba import njit, prange
+
+from numconv.kernels._twins import compile_functions
 
 __all__ = ["sgd_element", "adam_element", "adadelta_element"]
 
@@ -27,15 +28,9 @@ PARALLEL_MIN = 1 << 15
 
 
 def compile_for(jit, **options):
-    """Every function of `__all__` compiled with `jit(function, **options)`, as {name: compiled}."""
-    env = dict(globals())
-    compiled = {}
-    for name in __all__:
-        f = globals()[name]
-        twin = types.FunctionType(f.__code__, env, f.__name__, f.__defaults__, f.__closure__)
-        twin.__qualname__, twin.__module__, twin.__doc__ = f.__qualname__, f.__module__, f.__doc__
-        env[name] = compiled[name] = jit(twin, **options)
-    return compiled
+    """Every function of `__all__` compiled with `jit(function, **options)`, as {name: compiled}
+    (see `numconv.kernels._twins`)."""
+    return compile_functions(globals(), __all__, jit, **options)
 
 
 def sgd_element(p, g, v, i, lr, wd, momentum, nesterov, first):
