@@ -78,12 +78,17 @@ def parse_args(argv=None):
     return args
 
 
-def require_gpu():
-    """Stop with one line unless numconv's CUDA kernels and PyTorch's CUDA both work here."""
+def require_gpu(simulate=False):
+    """Stop with one line unless numconv's CUDA kernels and PyTorch's CUDA both work here; with
+    `simulate` (a smoke test), require the CUDA simulator instead and let PyTorch run on the CPU.
+    -> the torch module."""
     import os
 
     from numconv.ops._device import cuda_unavailable_reason
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    simulated = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    if simulate and not simulated:
+        raise SystemExit("error: --simulate needs NUMBA_ENABLE_CUDASIM=1 in the environment")
+    if simulated and not simulate:
         raise SystemExit("error: NUMBA_ENABLE_CUDASIM=1 runs the kernels in the CUDA simulator, "
                          "whose timings mean nothing; unset it and run on a GPU")
     reason = cuda_unavailable_reason()
@@ -94,9 +99,10 @@ def require_gpu():
     except ImportError:
         raise SystemExit("error: PyTorch is not installed; pip install torch (a CUDA build)") \
             from None
-    if not torch.cuda.is_available():
+    if not simulate and not torch.cuda.is_available():
         raise SystemExit(f"error: PyTorch {torch.__version__} sees no GPU (a CPU-only build, or "
                          f"no driver); install a CUDA build of torch")
+    return torch
 
 
 def machine_info(args):
