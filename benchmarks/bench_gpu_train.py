@@ -246,6 +246,8 @@ def main(argv=None):
             sim = (1,) if net == "lenet5" else (2,)
             for B in (sim if args.simulate else ((64, 256) if net == "lenet5" else (64, 128))):
                 name = "LeNet-5" if net == "lenet5" else "ResNet-18 x0.5, 64x64, 200 classes"
+                if args.simulate:
+                    name += " (toy size)"
                 cases.append((name, "images/s", B,
                               lambda net=net, B=B: image_case(torch, net, B, dev, args.simulate)))
     if args.simulate:
