@@ -44,3 +44,28 @@ def pick_device(device):
             raise click.ClickException(f"--device cuda: CUDA is not usable here: {reason}; use "
                                        f"--device cpu (or --device auto, which falls back to it)")
     return resolve_device(device)
+
+
+def run_options(what, default_run_dir):
+    """The options every training command ends with: --device, --threads, --seed, --run-dir and
+    --resume (`what`: what the run directory holds besides the configuration and checkpoints)."""
+    options = [
+        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]),
+                     help="Where to train: " + DEVICE_HELP + " Default: cpu; a resumed run keeps "
+                          "the device it was trained on."),
+        click.option("--threads", type=int, help="CPU threads (default: all cores)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for everything."),
+        click.option("--run-dir", default=default_run_dir, show_default=True,
+                     help=f"Where the configuration, {what}, checkpoints and report go."),
+        click.option("--resume", "resume_dir", type=click.Path(), default=None,
+                     help="Continue the interrupted run in this directory exactly where it "
+                          "stopped."),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+

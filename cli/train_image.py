@@ -3,7 +3,7 @@ nothing cached, on scikit-learn's bundled 8x8 digits, said in one line). --strea
 dataset too large for memory."""
 import click
 
-from cli._common import DEVICE_HELP, fail_cleanly, pick_device, plot_curves
+from cli._common import fail_cleanly, pick_device, plot_curves, run_options
 
 
 def _int_list(value):
@@ -56,15 +56,7 @@ def _int_list(value):
 @click.option("--stats-sample", type=int,
               help="Streaming: training images the normalisation statistics come from "
                    "(default 10000).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]),
-              help="Where to train: " + DEVICE_HELP + " Default: cpu; a resumed run keeps the "
-                   "device it was trained on.")
-@click.option("--threads", type=int, help="CPU threads (default: all cores).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything.")
-@click.option("--run-dir", default="runs/latest", show_default=True,
-              help="Where the configuration, metrics, checkpoints and report go.")
-@click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue the interrupted run in this directory exactly where it stopped.")
+@run_options("metrics", "runs/latest")
 def train_image(resume_dir, augment, device, **opts):
     """Train an image CNN and report its test error."""
     from rich.console import Console

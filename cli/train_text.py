@@ -3,7 +3,7 @@ negation dataset (offline), printed beside a bag-of-words baseline; `--model win
 Collobert et al. (2011)'s window tagger on CoNLL files."""
 import click
 
-from cli._common import DEVICE_HELP, fail_cleanly, pick_device, plot_curves
+from cli._common import fail_cleanly, pick_device, plot_curves, run_options
 
 
 def _widths(ctx, param, value):
@@ -90,15 +90,7 @@ def _features(ctx, param, value):
               help="Fraction held out for testing when there is no test split (and no --cv).")
 @click.option("--limit", type=int, help="Use only the first N training sentences.")
 @click.option("--no-baseline", is_flag=True, help="Skip the bag-of-words baseline.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]),
-              help="Where to train: " + DEVICE_HELP + " Default: cpu; a resumed run keeps the "
-                   "device it was trained on.")
-@click.option("--threads", type=int, help="CPU threads (default: all cores).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything.")
-@click.option("--run-dir", default="runs/text", show_default=True,
-              help="Where the configuration, vocabulary, metrics, checkpoints and report go.")
-@click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue the interrupted run in this directory exactly where it stopped.")
+@run_options("vocabulary, metrics", "runs/text")
 def train_text(resume_dir, widths, no_baseline, device, **opts):
     """Train a text CNN and report its test accuracy (or chunk F1)."""
     from rich.console import Console
