@@ -254,3 +254,19 @@ def numpy_conv2d_backward_input(dy, w, x_shape, stride, pads, dilation, groups):
     return dxp[:, :, pt:pt + H, pl:pl + W]
 
 
+
+
+def assert_layers_match_across_devices(make_net, x, rng, factor=10):
+    """Build `make_net()` twice, one copy on the GPU, and check forward, backward (dx) and every
+    parameter gradient against the CPU copy to float32 tolerance. -> (cpu net, gpu net)."""
+    from numconv.nn.device import to_device
+    cpu, gpu = make_net(), make_net().to("cuda")
+    y = cpu.forward(x)
+    assert_close(gpu.forward(to_device(x)).copy_to_host(), y, np.float32, factor=factor)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = cpu.backward(dy)
+    assert_close(gpu.backward(to_device(dy)).copy_to_host(), dx, np.float32, factor=factor)
+    grads = {n: g for n, _, g in gpu.named_parameters()}
+    for name, _, g in cpu.named_parameters():
+        assert_close(grads[name].copy_to_host(), g, np.float32, factor=factor, err_msg=name)
+    return cpu, gpu

@@ -7,7 +7,7 @@ import numpy as np
 from numconv.nn import (AvgPool2d, BasicBlock, BatchNorm2d, Concat, Conv2d, LocalResponseNorm,
                         LPPool2d, MaxPool2d, ReLU, Sequential, Sigmoid, Tanh)
 from numconv.nn.device import to_device
-from kernel_helpers import assert_close
+from kernel_helpers import assert_close, assert_layers_match_across_devices
 
 
 def _net():
@@ -24,18 +24,8 @@ def _net():
 def test_layers_forward_and_backward_on_the_gpu():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 2, 5, 4)).astype(np.float32)
-    cpu, gpu = _net(), _net().to("cuda")
-    y = cpu.forward(x)
-    gy = gpu.forward(to_device(x))
-    assert_close(gy.copy_to_host(), y, np.float32, factor=10)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = cpu.backward(dy)
-    gdx = gpu.backward(to_device(dy))
-    assert_close(gdx.copy_to_host(), dx, np.float32, factor=10)
+    cpu, gpu = assert_layers_match_across_devices(_net, x, rng)
     want, got = cpu.state_dict(), gpu.state_dict()      # running statistics included
-    for name, _, g in cpu.named_parameters():
-        assert_close(dict((n, gg) for n, _, gg in gpu.named_parameters())[name].copy_to_host(), g,
-                     np.float32, factor=10, err_msg=name)
     for name in want:
         assert_close(got[name], want[name], np.float32, err_msg=name)
     cpu.eval(), gpu.eval()                               # eval mode: the running statistics
