@@ -38,6 +38,11 @@ def _int_list(value):
 @click.option("--warmup", "warmup_epochs", type=float, help="Linear warm-up, in epochs.")
 @click.option("--augment/--no-augment", default=None,
               help="Random crop and horizontal flip as the recipe says (--no-augment: none).")
+@click.option("--crop-padding", type=click.IntRange(min=0),
+              help="Random-crop augmentation: pad each side by this many pixels, then crop back "
+                   "to the input size at a random offset (0: no crop; default: the recipe's).")
+@click.option("--flip/--no-flip", default=None,
+              help="Random horizontal flips (default: the recipe's).")
 @click.option("--label-smoothing", type=float, help="Label smoothing for the loss.")
 @click.option("--width", type=float, default=1.0, show_default=True,
               help="Width multiplier: scales every layer's channel count.")
@@ -72,6 +77,9 @@ def train_image(resume_dir, augment, device, **opts):
         device = chosen
     cfg = ImageConfig(**{k: v for k, v in opts.items()}, device=device)
     if augment is False:
+        if cfg.crop_padding or cfg.flip:
+            raise click.UsageError("--no-augment turns off --crop-padding and --flip; give "
+                                   "one or the other")
         cfg.crop_padding, cfg.flip = 0, False
     if resume_dir:
         cfg.run_dir = resume_dir

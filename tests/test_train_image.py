@@ -116,6 +116,8 @@ def test_cli_errors_are_one_line(tmp_path):
         (["--dataset", str(tmp_path / "nowhere")], "nowhere"),
         (["--dataset", "digits", "--epochs", "0"], "--epochs must be >= 1"),
         (["--dataset", "digits", "--model", "alexnet", "--input-size", "16"], "too small"),
+        (["--dataset", "digits", "--crop-padding", "-1"], "--crop-padding"),
+        (["--dataset", "digits", "--no-augment", "--flip"], "--no-augment turns off"),
     ]:
         result = runner.invoke(main, ["train-image", "--run-dir", str(tmp_path / "r")] + args)
         assert result.exit_code != 0, args
@@ -186,3 +188,26 @@ def test_export_loads_into_pytorch_lenet(tmp_path):
     with torch.no_grad():
         ref = tmodel(torch.tensor(x)).numpy()
     np.testing.assert_allclose(model.forward(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_crop_and_flip_override_the_recipe(tmp_path):
+    """LeNet's recipe has no augmentation; --crop-padding and --flip add it, are recorded in the
+    run's configuration and change what the network sees (so the metrics differ)."""
+    runner = CliRunner()
+    common = ["train-image", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+              "--lr", "0.05", "--limit", "256"]
+    runs = {}
+    for name, extra in (("plain", []), ("aug", ["--crop-padding", "2", "--flip"])):
+        run = str(tmp_path / name)
+        result = runner.invoke(main, common + extra + ["--run-dir", run])
+        assert result.exit_code == 0, result.output
+        runs[name] = run
+    plain = json.load(open(os.path.join(runs["plain"], "config.json")))
+    aug = json.load(open(os.path.join(runs["aug"], "config.json")))
+    assert (plain["crop_padding"], plain["flip"]) == (0, False)
+    assert (aug["crop_padding"], aug["flip"]) == (2, True)
+
+    def history(run):
+        return strip_timings([json.loads(line) for line in
+                              open(os.path.join(run, "metrics.jsonl"))])
+    assert history(runs["plain"]) != history(runs["aug"])
