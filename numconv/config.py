@@ -40,3 +40,7 @@ GRADCHECK_RTOL = 1e-5
 # Split work into at least this many parallel tasks where the batch alone gives fewer (a batch of
 # one still uses every core). A shape-only rule, so results do not depend on the thread count.
 CPU_MIN_TASKS = 8
+
+# CPU Linear layers: a parallel task multiplies a block of rows worth about this many flops (a
+# smaller layer is one task, with no thread hand-off at all).
+CPU_LINEAR_BLOCK_FLOPS = 4 * 1024 * 1024

@@ -429,3 +429,61 @@ def test_global_pool_backward_rejects_idx_outside_the_input():
 def test_max_pool_backward_rejects_idx_outside_the_input(device):
     with pytest.raises(ValueError, match=r"idx"):
         nc.max_pool2d_backward(DYP, np.full(IDX.shape, 1000), X.shape, 2, device=device)
+
+
+# ------------------------------------------------------------------------------ Linear on the CPU
+
+def _linear_all(x, w, b, dy):
+    from numconv.ops import nn as F
+    y = F.linear_forward(x, w, b)
+    dx, dw, db = F.linear_backward(dy, x, w)
+    return y, dx, dw, db
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_linear_over_many_blocks_matches_numpy_whatever_the_thread_count(dtype, monkeypatch,
+                                                                         restore_threads):
+    """Linear's products run as fixed row blocks, one single-threaded BLAS call each: with blocks
+    forced small (many per product) the results agree with NumPy's products and are bit-identical
+    on 1 and 2 threads; the BLAS thread count is put back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from numconv import config
+    monkeypatch.setattr(config, "CPU_LINEAR_BLOCK_FLOPS", 2 * 37 * 23 * 3)   # 3 rows per block
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((20, 37)).astype(dtype)
+    w = rng.standard_normal((23, 37)).astype(dtype)
+    b = rng.standard_normal(23).astype(dtype)
+    dy = rng.standard_normal((20, 23)).astype(dtype)
+
+    def blas_threads():
+        return [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+    before = blas_threads()
+    results = {}
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        results[n] = _linear_all(x, w, b, dy)
+    assert blas_threads() == before
+    for a, c in zip(results[1], results[2]):
+        assert_bitwise_equal(a, c, "linear")
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for got, want in zip(results[2], (x @ w.T + b, dy @ w, dy.T @ x, dy.sum(axis=0))):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+
+
+def test_linear_accepts_views_and_mixed_precision():
+    """Transposed (non-contiguous) inputs and a float32/float64 mix give NumPy's answer in the
+    wider type."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    wT = rng.standard_normal((5, 4))                      # float64, used as w = wT.T (a view)
+    dyT = rng.standard_normal((4, 7)).astype(np.float32)
+    y, dx, dw, db = _linear_all(x, wT.T, None, dyT.T)
+    assert y.dtype == dx.dtype == dw.dtype == db.dtype == np.float64
+    x64, dy64 = x.astype(np.float64), dyT.T.astype(np.float64)
+    np.testing.assert_allclose(y, x64 @ wT, rtol=1e-12)
+    np.testing.assert_allclose(dx, dy64 @ wT.T, rtol=1e-12)
+    np.testing.assert_allclose(dw, dy64.T @ x64, rtol=1e-12)
+    np.testing.assert_allclose(db, dy64.sum(axis=0), rtol=1e-12)

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from numconv.kernels import nn as elements
+from numconv.kernels.cpu import linear as cpu_linear
 from numconv.ops._device import kernels_for
 
 
@@ -142,9 +143,10 @@ def linear_forward(x, w, b):
     gpu = _gpu(x=x, w=w, b=b)
     if gpu:
         return gpu.linear_forward(x, w, b)
-    y = x @ w.T
-    if b is not None:
-        y += b
+    dt = np.result_type(x, w)
+    x, w = np.ascontiguousarray(x, dt), np.ascontiguousarray(w, dt)
+    y = np.empty((x.shape[0], w.shape[0]), dtype=dt)
+    cpu_linear.linear_forward(y, x, w, None if b is None else np.ascontiguousarray(b, dt))
     return y
 
 
@@ -153,8 +155,17 @@ def linear_backward(dy, x, w, need_input=True):
     gpu = _gpu(dy=dy, x=x, w=w)
     if gpu:
         return gpu.linear_backward(dy, x, w, need_input)
-    dx = dy @ w if need_input else None
-    return dx, dy.T @ x, dy.sum(axis=0)
+    dt = np.result_type(dy, x, w)
+    dy, x, w = (np.ascontiguousarray(a, dt) for a in (dy, x, w))
+    dx = None
+    if need_input:
+        dx = np.empty((dy.shape[0], w.shape[1]), dtype=dt)
+        cpu_linear.linear_backward_input(dx, dy, w)
+    dw = np.empty(w.shape, dtype=dt)
+    cpu_linear.linear_backward_weight(dw, dy, x)
+    db = np.empty(dy.shape[1], dtype=dt)
+    cpu_linear.linear_backward_bias(db, dy)
+    return dx, dw, db
 
 
 # ------------------------------------------------------------------------------------ batch norm
