@@ -41,6 +41,27 @@ def test_activation_elements(f, dtype):
         assert_close(np.array(got, dtype), want, dtype, err_msg=f"case {k}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_piecewise_activations_match_their_numpy_definitions(dtype):
+    """ReLU and hardtanh run as parallel Numba loops on the CPU: on views of 4-D arrays large
+    enough to be split over threads they give exactly NumPy's maximum / clip / masked copies,
+    NaN passing through the forward pass and the kinks (0; -1 and 1) taking the zero side."""
+    rng = np.random.default_rng(2)
+    x = (2 * rng.standard_normal((8, 6, 40, 36))).astype(dtype)
+    x[0, 0, 0, :4] = [0, -1, 1, np.nan]
+    x = x.transpose(0, 1, 3, 2)                      # a non-contiguous view
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y = F.relu_forward(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(F.relu_backward(dy, y), np.where(y > 0, dy, 0))
+    np.testing.assert_array_equal(F.hardtanh_forward(x), np.clip(x, -1, 1))
+    np.testing.assert_array_equal(F.hardtanh_backward(dy, x),
+                                  np.where((x > -1) & (x < 1), dy, 0))
+    with pytest.raises(ValueError, match="shapes differ"):
+        F.relu_backward(dy, y[:1])
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")   # uint64 wraps
 def test_dropout_elements_give_the_cpu_mask(f):
     key = np.uint64(f["dropout_key"](np.uint64(7), np.uint64(3)))   # njit hands back an int

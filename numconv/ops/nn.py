@@ -1,9 +1,10 @@
 """The rest of a training step besides convolution and pooling, forward and backward: activations,
 fully-connected layers, batch norm, local response norm, dropout and softmax cross-entropy.
 
-On the CPU these are NumPy expressions (elementwise work that NumPy already does well) plus a Numba
-kernel for the counter-based dropout generator, whose masks are a pure function of (seed, step,
-element index) so that every device draws the same ones. Shapes are given in each docstring; the
+On the CPU most of these are NumPy expressions; Numba kernels run the piecewise activations (ReLU,
+hardtanh) and the Linear layers' products (numconv.kernels.cpu.linear) in Numba's thread pool,
+and the counter-based dropout generator, whose masks are a pure function of (seed, step, element
+index) so that every device draws the same ones. Shapes are given in each docstring; the
 layers in `numconv.nn` call these, never NumPy directly, so that another device can replace them.
 
 Device dispatch: when the arrays passed are GPU device arrays (numba's, or anything with
@@ -78,11 +79,58 @@ def scale(a, s):
 LECUN_A, LECUN_S = 1.7159, 2.0 / 3.0   # LeCun et al. 1998, appendix A: f(a) = A tanh(S a)
 
 
+# The per-element arithmetic is shared with the CUDA kernels (numconv.kernels.nn): one definition,
+# compiled for each device. On the CPU the piecewise activations run as parallel loops over the
+# flat arrays (NumPy's np.where built a mask and a copy, single-threaded: 4x slower on LeNet's
+# first layer).
+_shared = elements.compile_for(njit, cache=True)
+_relu, _relu_grad = _shared["relu_element"], _shared["relu_grad_element"]
+_hardtanh, _hardtanh_grad = _shared["hardtanh_element"], _shared["hardtanh_grad_element"]
+
+
+@njit(parallel=True, cache=True)
+def _relu_cpu(out, x):
+    for i in prange(x.size):
+        out[i] = _relu(x, i)
+
+
+@njit(parallel=True, cache=True)
+def _relu_grad_cpu(out, dy, y):
+    for i in prange(dy.size):
+        out[i] = _relu_grad(dy, y, i)
+
+
+@njit(parallel=True, cache=True)
+def _hardtanh_cpu(out, x):
+    for i in prange(x.size):
+        out[i] = _hardtanh(x, i)
+
+
+@njit(parallel=True, cache=True)
+def _hardtanh_grad_cpu(out, dy, x):
+    for i in prange(dy.size):
+        out[i] = _hardtanh_grad(dy, x, i)
+
+
+def _flat_map(kernel, *arrays):
+    """kernel(out, *flat arrays) over C-contiguous copies of `arrays`, all of the first's shape
+    and dtype; returns out in that shape."""
+    first = arrays[0]
+    for name, a in zip(("second", "third"), arrays[1:]):
+        if a.shape != first.shape:
+            raise ValueError(f"activation gradient: shapes differ, {first.shape} and {a.shape} "
+                             f"({name} argument)")
+    flat = [np.ascontiguousarray(a, first.dtype).reshape(-1) for a in arrays]
+    out = np.empty(first.size, dtype=first.dtype)
+    kernel(out, *flat)
+    return out.reshape(first.shape)
+
+
 def relu_forward(x):
     gpu = _gpu(x=x)
     if gpu:
         return gpu.relu_forward(x)
-    return np.maximum(x, 0)
+    return _flat_map(_relu_cpu, x)
 
 
 def relu_backward(dy, y):
@@ -90,7 +138,7 @@ def relu_backward(dy, y):
     gpu = _gpu(dy=dy, y=y)
     if gpu:
         return gpu.relu_backward(dy, y)
-    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+    return _flat_map(_relu_grad_cpu, dy, y)
 
 
 def tanh_forward(x, scale=1.0, slope=1.0):
@@ -126,14 +174,14 @@ def hardtanh_forward(x):
     gpu = _gpu(x=x)
     if gpu:
         return gpu.hardtanh_forward(x)
-    return np.clip(x, -1, 1)
+    return _flat_map(_hardtanh_cpu, x)
 
 
 def hardtanh_backward(dy, x):
     gpu = _gpu(dy=dy, x=x)
     if gpu:
         return gpu.hardtanh_backward(dy, x)
-    return np.where((x > -1) & (x < 1), dy, 0).astype(dy.dtype, copy=False)
+    return _flat_map(_hardtanh_grad_cpu, dy, x)
 
 
 # ---------------------------------------------------------------------------------------- linear
@@ -264,7 +312,6 @@ def lrn_backward(dy, x, s, size, alpha, beta):
 
 # The generator's arithmetic is shared with the CUDA kernel (numconv.kernels.nn): one definition,
 # so both devices draw bit-identical masks.
-_shared = elements.compile_for(njit, cache=True)
 _dropout_key, _dropout_keep = _shared["dropout_key"], _shared["dropout_keep"]
 
 
