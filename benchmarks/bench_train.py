@@ -100,6 +100,7 @@ def main():
         data = [(rng.standard_normal((bs, 1, 32, 32)).astype(np.float32),
                  rng.integers(0, 10, bs)) for _ in range(args.steps + 3)]
         model = models.build_model("lenet5", seed=0)
+        model.skip_input_gradient()   # as train-image does, and PyTorch (inputs need no grad)
         ours = throughput(_numconv_step(model, SoftmaxCrossEntropy(),
                                         SGD(model.named_parameters(), 0.01, 0.9)), data)
         tmodel = _torch_lenet(torch)
@@ -118,6 +119,7 @@ def main():
         batches = [images.make_batch(ds.train, order[i:i + 64], **spec)
                    for i in range(0, len(order), 64)]
         model = models.build_model("lenet5", seed=0)
+        model.skip_input_gradient()
         step = _numconv_step(model, SoftmaxCrossEntropy(), SGD(model.named_parameters(), 0.01, 0.9))
         t = time.perf_counter()
         for x, y in batches:

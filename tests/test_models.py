@@ -243,6 +243,15 @@ def test_every_model_runs_scaled_down(name):
     assert y.shape == (2, 7) and y.dtype == np.float32 and np.all(np.isfinite(y))
     dx = net.backward(np.ones_like(y))
     assert dx.shape == x.shape
+    # Training skips the gradient with respect to the images; the parameters' are the same bits.
+    grads = {name: g.copy() for name, _, g in net.named_parameters()}
+    net.zero_grad()
+    net.skip_input_gradient()
+    assert net.first_layer().needs_input_grad is False
+    net.forward(x)
+    assert net.backward(np.ones_like(y)) is None
+    for name, _, g in net.named_parameters():
+        np.testing.assert_array_equal(g, grads[name], err_msg=name)
 
 
 @pytest.mark.parametrize("name,size", [("vgg11", 64), ("alexnet", 100), ("googlenet", 100),

@@ -23,6 +23,19 @@ class Network(Sequential):
         self.options = dict(options)
         self.aux_outputs = []
 
+    def first_layer(self):
+        """The layer that reads the input: the first leaf, depth first (a convolution in every
+        model of the registry)."""
+        return next(m for _, m in self.modules() if not m.children)
+
+    def skip_input_gradient(self, skip=True):
+        """Training needs no gradient with respect to the images: with skip, the first layer's
+        backward stops at its parameters and `backward` returns None (as PyTorch, whose inputs do
+        not require grad). Gradient checks and saliency maps leave it on."""
+        layer = self.first_layer()
+        if hasattr(layer, "needs_input_grad"):
+            layer.needs_input_grad = not skip
+
 
 class ConvReLU(Sequential):
     """Convolution then ReLU, children 'conv' and 'relu': torchvision's BasicConv2d without the

@@ -339,6 +339,7 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     model = models.build_model(cfg.model, num_classes=len(dataset.classes), in_channels=channels,
                                input_size=(H, W), width=cfg.width, seed=cfg.seed,
                                **model_options(cfg.model, cfg.classic, cfg.aux))
+    model.skip_input_gradient()
     # before the optimiser is made: it updates the arrays it is given, wherever they live
     move_model(model, cfg.device)
     spec = dict(input_size=(H, W), channels=channels, mean=dataset.mean, std=dataset.std,
