@@ -413,6 +413,38 @@ def test_max_pool_ties_go_to_the_first_position_in_row_major_order():
         assert dx.sum() == 4 and dx[0, 0, 0, 1] == 1 and dx[0, 0, 1, 1] == 0
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_max_pool_fast_paths_give_the_general_kernels_bits(dtype):
+    """Max pooling without padding has two fast paths on the CPU (windows all inside: no
+    clipping; windows disjoint: each task owns a band of rows and puts gradients on the winners).
+    They must give exactly the general kernels' outputs, winners and gradients, ties and NaN
+    included, and ignore a winner index outside its own window as the gather does."""
+    from numconv.kernels.cpu import pool as cpu_pool
+    rng = np.random.default_rng(9)
+    for (H, W), (kh, kw), (sh, sw) in [((28, 28), (2, 2), (2, 2)), ((10, 9), (2, 3), (3, 3)),
+                                       ((11, 13), (3, 3), (2, 2)), ((7, 8), (3, 2), (3, 2)),
+                                       ((6, 6), (1, 1), (2, 1)), ((5, 9), (2, 2), (2, 4))]:
+        x = rng.integers(-3, 3, (2, 3, H, W)).astype(dtype)     # many ties
+        x[0, 0, 0, :3] = np.nan
+        OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
+        y, idx = np.empty((2, 3, OH, OW), dtype), np.empty((2, 3, OH, OW), np.int64)
+        y2, idx2 = np.empty_like(y), np.empty_like(idx)
+        cpu_pool._max_forward(y, idx, x, kh, kw, sh, sw, 0, 0)
+        cpu_pool._max_forward_interior(y2, idx2, x, kh, kw, sh, sw)
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(idx, idx2)
+        if sh < kh or sw < kw:
+            continue
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        bad = idx.copy()
+        bad[1, 2, 0, 0] = (H - 1) * W + W - 1            # inside x, outside window (0, 0)
+        for winners in (idx, bad):
+            dx, dx2 = np.full(x.shape, 7, dtype), np.full(x.shape, 7, dtype)
+            cpu_pool._max_backward(dx, dy, winners, kh, kw, sh, sw, 0, 0)
+            cpu_pool._max_backward_disjoint(dx2, dy, winners, kh, kw, sh, sw)
+            np.testing.assert_array_equal(dx, dx2)
+
+
 def test_global_max_ties_go_to_the_first_position():
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 2, 0] = x[0, 0, 1, 2] = 1.0

@@ -64,6 +64,60 @@ def _max_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl):
 
 
 @njit(parallel=True, cache=True)
+def _max_forward_interior(y, idx, x, kh, kw, sh, sw):
+    """_max_forward when no padding is involved and every window lies inside x: no bounds to
+    clip, rows read as contiguous views. Same winners, same tie rule."""
+    N, C, OH, OW = y.shape
+    W = x.shape[3]
+    for t in prange(N * C * OH):
+        i = t % OH
+        c = (t // OH) % C
+        n = t // (OH * C)
+        h0 = i * sh
+        plane = x[n, c]
+        yrow = y[n, c, i]
+        irow = idx[n, c, i]
+        for j in range(OW):
+            w0 = j * sw
+            best = plane[h0, w0]
+            arg = h0 * W + w0
+            for m in range(kh):
+                row = plane[h0 + m]
+                for k in range(kw):
+                    v = row[w0 + k]
+                    if v > best:
+                        best = v
+                        arg = (h0 + m) * W + w0 + k
+            yrow[j] = best
+            irow[j] = arg
+
+
+@njit(parallel=True, cache=True)
+def _max_backward_disjoint(dx, dy, idx, kh, kw, sh, sw):
+    """_max_backward when windows do not overlap (stride >= window, no padding): each task owns
+    the band of input rows [i*sh, (i+1)*sh) of one output row i (the last band runs to the bottom
+    of x), zeroes it and puts each window's gradient on its winner. No element is written by two
+    tasks; an index outside its own window is ignored, as the gather ignores it."""
+    N, C, H, W = dx.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    for t in prange(N * C * OH):
+        i = t % OH
+        c = (t // OH) % C
+        n = t // (OH * C)
+        r0 = i * sh
+        r1 = H if i == OH - 1 else min(H, r0 + sh)
+        plane = dx[n, c]
+        for r in range(r0, r1):
+            plane[r, :] = 0
+        for j in range(OW):
+            a = idx[n, c, i, j]
+            r = a // W
+            col = a - r * W
+            if r0 <= r < min(r0 + kh, H) and j * sw <= col < j * sw + kw:
+                plane[r, col] = dy[n, c, i, j]
+
+
+@njit(parallel=True, cache=True)
 def _avg_forward(y, x, kh, kw, sh, sw, pt, pl, pb, pr, include_pad):
     N, C, OH, OW = y.shape
     H, W = x.shape[2], x.shape[3]
@@ -193,11 +247,19 @@ def _global_backward(dx, dy, idx, kind):
 
 
 def maxpool2d_forward(y, idx, x, kh, kw, sh, sw, pt, pl):
-    _max_forward(y, idx, x, kh, kw, sh, sw, pt, pl)
+    OH, OW = y.shape[2], y.shape[3]
+    H, W = x.shape[2], x.shape[3]
+    if pt == 0 and pl == 0 and (OH - 1) * sh + kh <= H and (OW - 1) * sw + kw <= W:
+        _max_forward_interior(y, idx, x, kh, kw, sh, sw)
+    else:
+        _max_forward(y, idx, x, kh, kw, sh, sw, pt, pl)
 
 
 def maxpool2d_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl):
-    _max_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl)
+    if pt == 0 and pl == 0 and sh >= kh and sw >= kw:
+        _max_backward_disjoint(dx, dy, idx, kh, kw, sh, sw)
+    else:
+        _max_backward(dx, dy, idx, kh, kw, sh, sw, pt, pl)
 
 
 def avgpool2d_forward(y, x, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
