@@ -78,6 +78,10 @@ def _features(ctx, param, value):
               show_default=True,
               help="Tagger: best tag sequence whose transitions occur in training, or each "
                    "token's best tag.")
+@click.option("--loss", type=click.Choice(["wll", "sll"]), default="wll", show_default=True,
+              help="Tagger: word-level likelihood (a softmax per token) or sentence-level "
+                   "(whole tag paths with learned transition scores, Collobert et al. 2011; "
+                   "Viterbi then decodes with those scores).")
 @click.option("--feature-dim", type=int, default=10, show_default=True,
               help="Tagger: size of each --features vector.")
 @click.option("--patience", type=int, help="Early stopping: epochs without a better validation "

@@ -48,3 +48,25 @@ def viterbi(logits, allowed):
     for t in range(T - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return path
+
+
+def viterbi_scores(logits, transitions):
+    """logits (T, K) raw token scores, transitions (K + 1, K) learned scores (row K: the start)
+    -> the path (T,) int64 of highest total score A[K, y0] + f[0, y0] + sum of A[y_{t-1}, y_t] +
+    f[t, y_t]: the decoding that matches sentence-level training (numconv.text.sll)."""
+    T, K = logits.shape
+    if T == 0:
+        return np.zeros(0, np.int64)
+    f = np.asarray(logits, np.float64)
+    A = np.asarray(transitions, np.float64)
+    best = A[K] + f[0]
+    back = np.zeros((T, K), np.int64)
+    for t in range(1, T):
+        total = best[:, None] + A[:K]              # (previous tag, tag)
+        back[t] = np.argmax(total, axis=0)
+        best = total[back[t], np.arange(K)] + f[t]
+    path = np.empty(T, np.int64)
+    path[-1] = int(np.argmax(best))
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path

@@ -216,12 +216,13 @@ class WindowTagger(Module):
     section 6 feeds POS to the chunker) in a window of `window` tokens -> hidden layer -> tag
     scores. `features`: ((name, number of values incl. padding/unknown), ...), each embedded in
     `feature_dim` dimensions as `feature_<name>`. `freeze_words`: keep the (pretrained) word
-    vectors fixed, so that words met only at test time stay in the same space as the rest."""
+    vectors fixed, so that words met only at test time stay in the same space as the rest.
+    `sll`: the tagger also holds the transition scores of sentence-level training."""
 
     def __init__(self, vocab_size, num_tags, embed_dim=50, window=5, hidden=300, caps_dim=5,
                  activation="hardtanh", pretrained=None, init_scale=0.25, seed=0,
                  dtype=np.float32, features=(), feature_dim=10, dropout=0.0,
-                 freeze_words=False):
+                 freeze_words=False, sll=False):
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"--window must be an odd width >= 1 (3 or 5), got {window}")
@@ -249,6 +250,10 @@ class WindowTagger(Module):
         if dropout:   # not in Collobert et al.; on the hidden units, as in Kim's CNN
             self.add("dropout", Dropout(dropout, seed=seed))
         self.add("out", Conv1d(hidden, num_tags, 1, init="glorot", rng=rng, dtype=dtype))
+        if sll:
+            # Collobert et al.'s transition scores, trained by the sentence-level loss
+            # (numconv.text.sll), which also writes their gradient: row num_tags starts a sentence.
+            self.add_param("transitions", np.zeros((num_tags + 1, num_tags), dtype))
 
     def _inputs(self):
         """The embedding layers whose vectors are concatenated per token, in order."""

@@ -30,7 +30,7 @@ from numconv.nn import device as dev
 from numconv.ops import nn as F
 from numconv.optim import Schedule, make_optimizer
 from numconv.text import data as textdata
-from numconv.text.decode import allowed_transitions, viterbi
+from numconv.text.decode import allowed_transitions, viterbi, viterbi_scores
 from numconv.text.metrics import chunk_scores
 from numconv.text.models import KimCNN, WindowTagger, caps_feature, max_norm_
 from numconv.text.tokenize import Vocabulary
@@ -42,6 +42,7 @@ from numconv.train.image import EpochBatches, resolve_run_device
 
 MODELS = ("kim", "window")
 DECODERS = ("viterbi", "argmax")
+LOSSES = ("wll", "sll")
 # cosine: from --lr down to 0 over --epochs; plateau: halved after each epoch whose validation
 # accuracy is not a new best.
 TEXT_SCHEDULES = ("constant", "cosine", "plateau")
@@ -85,6 +86,8 @@ class TextConfig:
     caps: bool = True
     features: tuple = ()               # tagging: further CoNLL input columns, e.g. ('pos',)
     decode: str = "viterbi"            # tagging: viterbi (transitions seen in training) or argmax
+    loss: str = "wll"                  # tagging: wll (a softmax per token) or sll (per sentence,
+                                       # with learned transition scores; Collobert et al. 3.4.2)
     schedule: str = "constant"         # learning rate over the epochs: constant, cosine, plateau
     feature_dim: int = 10
     activation: str = "hardtanh"
@@ -129,6 +132,12 @@ class TextConfig:
             if name not in textdata.TAG_COLUMNS:
                 raise ValueError(f"--features {name!r} is not a CoNLL column; use "
                                  f"{', '.join(textdata.TAG_COLUMNS)} (comma-separated)")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss {self.loss!r} is unknown; use wll (word level) or sll "
+                             f"(sentence level)")
+        if self.loss == "sll" and self.model != "window":
+            raise ValueError("--loss sll (sentence-level likelihood) is for taggers: use it with "
+                             "--model window")
         if self.features and self.model != "window":
             raise ValueError("--features (CoNLL input columns such as pos) needs --model window")
         if self.schedule not in TEXT_SCHEDULES:
@@ -257,6 +266,22 @@ def tagging_loss(loss_fn, logits, tags, mask):
     return loss, dlogits, correct, int(mask.sum())
 
 
+def sentence_tagging_loss(model, logits, tags, mask):
+    """The sentence-level loss (numconv.text.sll) of logits (N, K, T) under the model's transition
+    scores, whose gradient it adds to the model's. -> (loss, dlogits, correct, count) as
+    tagging_loss, `correct` counting per-token argmax hits. On the GPU the scores (a few values a
+    token) come to the host for the recursions and dlogits goes back."""
+    from numconv.text.sll import sentence_loss
+    host = dev.to_host(logits)          # (a host array stays as it is)
+    loss, dlogits, dtrans = sentence_loss(host, dev.to_host(model.params["transitions"]), tags,
+                                          mask.sum(axis=1))
+    if dev.on_gpu(logits):
+        dlogits, dtrans = dev.to_device(dlogits), dev.to_device(dtrans)
+    F.accumulate(model.grads["transitions"], dtrans)
+    correct = int(((host.argmax(axis=1) == tags) & mask).sum())
+    return loss, dlogits, correct, int(mask.sum())
+
+
 def _tagging_loss_gpu(loss_fn, logits, tags, mask):
     """tagging_loss for logits on the GPU: dlogits stays there; the tags and mask (the batch) go
     over, and the loss and the count of correct tokens come back."""
@@ -295,7 +320,7 @@ def build_model(cfg, vocab_size, num_classes, table=None, feature_vocabs=None):
                         activation=cfg.activation, pretrained=table, seed=cfg.seed,
                         features=[(n, len(feature_vocabs[n])) for n in cfg.features],
                         feature_dim=cfg.feature_dim, dropout=cfg.dropout,
-                        freeze_words=cfg.variant == "static")
+                        freeze_words=cfg.variant == "static", sll=cfg.loss == "sll")
 
 
 def _vocab_and_vectors(cfg, train, others):
@@ -385,9 +410,14 @@ def predict_logits(model, split, prepare, batch_size=256):
     return out
 
 
-def tag_decoder(cfg, transitions):
-    """logits (T, K) -> tag indices (T,): Viterbi over the allowed transitions (a (K + 1, K) bool
-    matrix, see numconv.text.decode) when the run decodes that way and has them, else argmax."""
+def tag_decoder(cfg, transitions, model=None):
+    """logits (T, K) -> tag indices (T,). Viterbi decoding: for a tagger trained with the
+    sentence-level loss, over its learned transition scores as they are now in `model`; else over
+    the allowed transitions (a (K + 1, K) bool matrix, see numconv.text.decode) when the run has
+    them. Otherwise argmax."""
+    if cfg.decode == "viterbi" and cfg.loss == "sll":
+        scores = np.asarray(dev.to_host(model.params["transitions"]), np.float64)
+        return lambda logits: viterbi_scores(logits, scores)
     if cfg.decode == "viterbi" and transitions is not None:
         allowed = np.asarray(transitions, bool)
         return lambda logits: viterbi(logits, allowed)
@@ -512,11 +542,12 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
     enc = {name: encode_split(sp, vocab, cfg, classes, fvocabs)
            for name, sp in (("train", train), ("val", val), ("test", test))}
     prepare = make_preparer(cfg, model.pad)
-    decode = None
+    decoder = lambda m: None    # noqa: E731  (classification: no tag decoding)
     if cfg.task == "tag":
         transitions = _transitions_from_doc(doc) if resume else \
             allowed_transitions(enc["train"].y, len(classes))
-        decode = tag_decoder(cfg, transitions)
+        # a function of the model: learned transition scores change as it trains
+        decoder = lambda m: tag_decoder(cfg, transitions, m)   # noqa: E731
     loss_fn = SoftmaxCrossEntropy()
     # before the optimiser is made: it updates the arrays it is given, wherever they live
     dev.move_model(model, cfg.device)
@@ -548,13 +579,17 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
     else:
         def step_fn(model_, batch):
             x, (tags, mask) = batch
-            loss, dlogits, correct, count = tagging_loss(loss_fn, model_.forward(x), tags, mask)
+            logits = model_.forward(x)
+            if cfg.loss == "sll":
+                loss, dlogits, correct, count = sentence_tagging_loss(model_, logits, tags, mask)
+            else:
+                loss, dlogits, correct, count = tagging_loss(loss_fn, logits, tags, mask)
             model_.backward(dlogits)
             return loss, correct, count
 
     def evaluate(model_):
         metrics, _ = evaluate_split(model_, enc["val"], prepare, loss_fn, classes, cfg.task,
-                                    decode)
+                                    decoder(model_))
         if "f1" in metrics:
             cb.call("message", f"  validation chunk F1 {metrics['f1']:.2f}")
         return metrics
@@ -584,16 +619,16 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
                "dataset": data.source, "history": state.history, "fold": fold}
     if finished:
         summary["test"] = _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes,
-                                       decode)
+                                       decoder)
     return summary
 
 
-def _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes, decode=None):
+def _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes, decoder):
     best = checkpoint_path(run_dir, "best")
     if os.path.exists(best):
         model.load_state_dict(load_checkpoint(best)[0])
     metrics, out = evaluate_split(model, enc["test"], prepare, loss_fn, classes, cfg.task,
-                                  decode)
+                                  decoder(model))
     report = dict(metrics, count=len(enc["test"].y), classes=list(classes))
     if cfg.task == "classify":
         report.update(loop.classification_report(out, enc["test"].y, len(classes)))
@@ -728,7 +763,7 @@ def predict_text(run_dir, inputs, device="cpu"):
         [[classes[0]] * len(t) for t in tokens]
     enc = encode_split(textdata.TextSplit(tokens, dummy, features), vocab, cfg, classes,
                        cfg.feature_vocabs)
-    decode = tag_decoder(cfg, cfg.transitions)
+    decode = tag_decoder(cfg, cfg.transitions, model)
     prepare = make_preparer(cfg, model.pad)
     out = predict_logits(model, enc, prepare)
     results = []
@@ -773,7 +808,7 @@ def evaluate_text_run(run_dir, which="best", device="cpu"):
     enc = encode_split(test, vocab, cfg, classes, cfg.feature_vocabs)
     metrics, out = evaluate_split(model, enc, make_preparer(cfg, model.pad),
                                   SoftmaxCrossEntropy(), classes, cfg.task,
-                                  tag_decoder(cfg, cfg.transitions))
+                                  tag_decoder(cfg, cfg.transitions, model))
     report = dict(metrics, count=len(enc.y), classes=list(classes))
     if cfg.task == "classify":
         report.update(loop.classification_report(out, enc.y, len(classes)))

@@ -151,7 +151,8 @@ def test_train_text_kim_cnn_on_the_gpu_matches_the_cpu(tmp_path):
                                list(p_cpu["probabilities"].values()), rtol=1e-5)
 
 
-def test_train_text_window_tagger_on_the_gpu_matches_the_cpu(tmp_path):
+@pytest.mark.parametrize("loss", ["wll", "sll"])
+def test_train_text_window_tagger_on_the_gpu_matches_the_cpu(tmp_path, loss):
     from numconv.text.train import predict_text
     rng = np.random.default_rng(0)
     nouns, verbs = ["dog", "Cat", "IBM"], ["runs", "sees"]
@@ -165,7 +166,8 @@ def test_train_text_window_tagger_on_the_gpu_matches_the_cpu(tmp_path):
     # every input the tagger concatenates (words, caps, a POS column), and hidden dropout
     args = ["--model", "window", "--dataset", str(tmp_path), "--features", "pos",
             "--embed-dim", "3", "--feature-dim", "2", "--window", "3", "--hidden", "3",
-            "--dropout", "0.5", "--batch-size", "4", "--lr", "0.05", "--threads", "1"]
+            "--dropout", "0.5", "--batch-size", "4", "--lr", "0.05", "--threads", "1",
+            "--loss", loss]   # sll: the transition scores and their gradient go through the host
     _train_text(args, tmp_path / "cpu", "cpu")
     _train_text(args, tmp_path / "gpu", "cuda")
     _assert_same_run(tmp_path / "gpu", tmp_path / "cpu")
