@@ -41,6 +41,9 @@ GRADCHECK_RTOL = 1e-5
 # one still uses every core). A shape-only rule, so results do not depend on the thread count.
 CPU_MIN_TASKS = 8
 
-# CPU Linear layers: a parallel task multiplies a block of rows worth about this many flops (a
-# smaller layer is one task, with no thread hand-off at all).
+# CPU Linear layers: a product is cut into blocks of about this many flops (a smaller layer is one
+# block, with no thread hand-off at all), at most MAX_BLOCKS of them, none narrower than MIN_SIDE
+# rows or columns where the product is wide enough.
 CPU_LINEAR_BLOCK_FLOPS = 4 * 1024 * 1024
+CPU_LINEAR_MAX_BLOCKS = 64
+CPU_LINEAR_MIN_SIDE = 16

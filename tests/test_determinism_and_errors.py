@@ -444,12 +444,17 @@ def _linear_all(x, w, b, dy):
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_linear_over_many_blocks_matches_numpy_whatever_the_thread_count(dtype, monkeypatch,
                                                                          restore_threads):
-    """Linear's products run as fixed row blocks, one single-threaded BLAS call each: with blocks
-    forced small (many per product) the results agree with NumPy's products and are bit-identical
-    on 1 and 2 threads; the BLAS thread count is put back afterwards."""
+    """Linear's products run as fixed blocks, one single-threaded BLAS call each: with blocks
+    forced small (several rows and columns of blocks per product) the results agree with NumPy's
+    products and are bit-identical on 1 and 2 threads; the BLAS thread count is put back."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from numconv import config
-    monkeypatch.setattr(config, "CPU_LINEAR_BLOCK_FLOPS", 2 * 37 * 23 * 3)   # 3 rows per block
+    from numconv.kernels.cpu import linear
+    monkeypatch.setattr(config, "CPU_LINEAR_BLOCK_FLOPS", 2 * 20 * 37 * 23 // 40)
+    monkeypatch.setattr(config, "CPU_LINEAR_MIN_SIDE", 2)
+    for shape in ((20, 37, 23), (20, 23, 37), (23, 20, 37)):      # forward, dx, dw products
+        rows, cols = linear._blocks(*shape)
+        assert rows > 1 and cols > 1, (shape, rows, cols)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((20, 37)).astype(dtype)
     w = rng.standard_normal((23, 37)).astype(dtype)

@@ -1,17 +1,21 @@
-"""CPU fully-connected kernels: matrix products on fixed blocks of rows, one BLAS call per block.
+"""CPU fully-connected kernels: matrix products cut into fixed blocks, one BLAS call per block.
 
 Why not `x @ w.T` in NumPy: NumPy's BLAS keeps a thread pool of its own, and on a small machine its
 threads and Numba's (still spinning after the last convolution) fight over the same cores, so every
 parallel region waits a scheduler time slice; a LeNet-5 step ran 2-3x slower for it. Here Numba's
-pool is the only one: each parallel task multiplies one block of rows with BLAS held to a single
-thread (numconv.kernels.cpu._blas), blocks depend only on shapes (numconv.config), and so results
-are bit-identical whatever the thread count, as for the convolutions.
+pool is the only one: each parallel task multiplies one block with BLAS held to a single thread
+(numconv.kernels.cpu._blas), blocks depend only on shapes (numconv.config), and so results are
+bit-identical whatever the thread count, as for the convolutions.
+
+A product out (M, P) = a (M, K) @ b (K, P) is cut along P first (a block of columns reads only its
+own slice of b: a large weight matrix is read once, not once per row) and then along M, into
+blocks of about CPU_LINEAR_BLOCK_FLOPS; a small product is one block.
 
 Shapes: x (N, I), w (O, I) (PyTorch's layout), b (O,), y and dy (N, O).
-- forward:         y[n0:n1]  = x[n0:n1] @ w.T + b
-- input gradient:  dx[n0:n1] = dy[n0:n1] @ w
-- weight gradient: dw[o0:o1] = dy[:, o0:o1].T @ x, from a contiguous copy of dy.T
-- bias gradient:   db[o]     = sum over n of dy[n, o], in increasing n
+- forward:         y  = x @ w.T + b (a block of w's rows, transposed: no copy)
+- input gradient:  dx = dy @ w
+- weight gradient: dw = dy.T @ x, from a contiguous copy of dy.T
+- bias gradient:   db[o] = sum over n of dy[n, o], in increasing n
 """
 import numpy as np
 from numba import njit, prange
@@ -21,13 +25,35 @@ from numconv.kernels.cpu._blas import single_threaded_blas
 
 
 @njit(parallel=True, cache=True)
-def _rows_times(out, a, bT, rows):
-    """out[r0:r1] = a[r0:r1] @ bT for blocks of `rows` rows."""
-    n = a.shape[0]
-    for t in prange((n + rows - 1) // rows):
-        r0 = t * rows
-        r1 = min(n, r0 + rows)
-        out[r0:r1] = np.dot(a[r0:r1], bT)
+def _product_nn(out, a, b, row_blocks, col_blocks):
+    """out = a @ b in row_blocks x col_blocks blocks of near-equal size, one task each (a block
+    of b's columns is copied out contiguous: one pass over b in all)."""
+    M, P = out.shape
+    for t in prange(row_blocks * col_blocks):
+        rb = t // col_blocks
+        cb = t % col_blocks
+        r0 = rb * M // row_blocks
+        r1 = (rb + 1) * M // row_blocks
+        c0 = cb * P // col_blocks
+        c1 = (cb + 1) * P // col_blocks
+        if col_blocks == 1:
+            out[r0:r1] = np.dot(a[r0:r1], b)
+        else:
+            out[r0:r1, c0:c1] = np.dot(a[r0:r1], np.ascontiguousarray(b[:, c0:c1]))
+
+
+@njit(parallel=True, cache=True)
+def _product_nt(out, a, bt, row_blocks, col_blocks):
+    """out = a @ bt.T, blocked as _product_nn; a block of bt's rows is contiguous already."""
+    M, P = out.shape
+    for t in prange(row_blocks * col_blocks):
+        rb = t // col_blocks
+        cb = t % col_blocks
+        r0 = rb * M // row_blocks
+        r1 = (rb + 1) * M // row_blocks
+        c0 = cb * P // col_blocks
+        c1 = (cb + 1) * P // col_blocks
+        out[r0:r1, c0:c1] = np.dot(a[r0:r1], bt[c0:c1].T)
 
 
 @njit(parallel=True, cache=True)
@@ -45,17 +71,22 @@ def _column_sums(db, dy):
             db[o] += dy[n, o]
 
 
-def _block_rows(n, flops_per_row):
-    """Rows per parallel task: enough that a task's product is worth a thread (config)."""
-    return int(min(n, max(1, -(-config.CPU_LINEAR_BLOCK_FLOPS // max(1, flops_per_row)))))
+def _blocks(M, K, P):
+    """(row blocks, column blocks) for an (M, K) @ (K, P) product: about CPU_LINEAR_BLOCK_FLOPS
+    each, columns cut first, no block narrower than CPU_LINEAR_MIN_SIDE where avoidable."""
+    config_side = config.CPU_LINEAR_MIN_SIDE
+    tasks = -(-2 * M * K * P // config.CPU_LINEAR_BLOCK_FLOPS)
+    tasks = max(1, min(tasks, config.CPU_LINEAR_MAX_BLOCKS))
+    cols = max(1, min(tasks, P // config_side))
+    rows = max(1, min(-(-tasks // cols), M // config_side))
+    return rows, cols
 
 
 def linear_forward(y, x, w, b):
     """y (N, O) = x (N, I) @ w (O, I).T + b (O,) (b may be None)."""
     N, I = x.shape
-    O = w.shape[0]
     with single_threaded_blas():
-        _rows_times(y, x, w.T, _block_rows(N, 2 * I * O))
+        _product_nt(y, x, w, *_blocks(N, I, w.shape[0]))
     if b is not None:
         _add_bias(y, b)
 
@@ -63,18 +94,15 @@ def linear_forward(y, x, w, b):
 def linear_backward_input(dx, dy, w):
     """dx (N, I) = dy (N, O) @ w (O, I)."""
     N, O = dy.shape
-    I = w.shape[1]
     with single_threaded_blas():
-        _rows_times(dx, dy, w, _block_rows(N, 2 * I * O))
+        _product_nn(dx, dy, w, *_blocks(N, O, w.shape[1]))
 
 
 def linear_backward_weight(dw, dy, x):
     """dw (O, I) = dy (N, O).T @ x (N, I)."""
     N, O = dy.shape
-    I = x.shape[1]
-    dyT = np.ascontiguousarray(dy.T)
     with single_threaded_blas():
-        _rows_times(dw, dyT, x, _block_rows(O, 2 * N * I))
+        _product_nn(dw, np.ascontiguousarray(dy.T), x, *_blocks(O, N, x.shape[1]))
 
 
 def linear_backward_bias(db, dy):
