@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from cli.main import main
 from numconv.text.decode import viterbi_scores
 from numconv.text.sll import sentence_loss
-from numconv.text.train import TextConfig, predict_text, train_text
+from numconv.text.train import (TextConfig, _splits, encode_split, evaluate_text_run,
+                                 load_data, load_text_run, make_preparer, predict_logits,
+                                 predict_text, train_text)
 from numconv.train import loop
 from numconv.train.checkpoint import checkpoint_path, load_checkpoint
 from run_helpers import StopAfter, strip_timings
@@ -145,6 +147,20 @@ def test_train_text_with_sentence_level_loss(tmp_path):
     # I-NP never follows B-VP in the data: the learned score says so
     assert trans[classes.index("B-VP"), classes.index("I-NP")] < \
         trans[classes.index("B-NP"), classes.index("I-NP")]
+    # the reported loss is the sentence-level one, per token (not a token softmax's)
+    report = evaluate_text_run(run)
+    doc, cfg, vocab, model = load_text_run(run)
+    data = load_data(cfg)
+    test = encode_split(_splits(cfg, data, None)[2], vocab, cfg, doc["classes"],
+                        cfg.feature_vocabs)
+    logits = predict_logits(model, test, make_preparer(cfg, model.pad))
+    lengths = np.array([len(t) for t in test.y])
+    padded = np.zeros((len(lengths), K, lengths.max()))
+    gold = np.zeros((len(lengths), lengths.max()), np.int64)
+    for n, (l, t) in enumerate(zip(logits, test.y)):
+        padded[n, :, :len(t)], gold[n, :len(t)] = l.T, t
+    want = sentence_loss(padded, model.params["transitions"], gold, lengths)[0]
+    assert report["loss"] == pytest.approx(want, rel=1e-6)
     out = predict_text(run, ["the cat sees IBM ."])
     assert out[0]["tags"] == ["B-NP", "I-NP", "B-VP", "B-NP", "O"]
 

@@ -439,7 +439,10 @@ def evaluate_split(model, split, prepare, loss_fn, classes, task, decode=None):
         return {"loss": float(loss), "acc": float(np.mean(pred == split.y))}, logits
     flat = np.concatenate(logits)
     ys = np.concatenate(split.y)
-    loss, _ = loss_fn(flat, ys)
+    if "transitions" in model.params:      # trained per sentence: report that loss
+        loss = _sentence_level_loss(logits, split.y, dev.to_host(model.params["transitions"]))
+    else:
+        loss, _ = loss_fn(flat, ys)
     decode = decode or (lambda l: np.argmax(l, axis=1))
     pred = [decode(l) for l in logits]
     metrics = {"loss": float(loss), "acc": float(np.mean(np.concatenate(pred) == ys))}
@@ -448,6 +451,20 @@ def evaluate_split(model, split, prepare, loss_fn, classes, task, decode=None):
                               [[classes[t] for t in p] for p in pred])
         metrics.update(f1=scores["f1"], precision=scores["precision"], recall=scores["recall"])
     return metrics, pred
+
+
+def _sentence_level_loss(logits, tags, transitions):
+    """The sentence-level loss of per-sentence scores [(T_i, K)] and tags [(T_i,)], per token."""
+    from numconv.text.sll import sentence_loss
+    K = transitions.shape[1]
+    lengths = np.array([len(t) for t in tags], np.int64)
+    T = max(1, int(lengths.max(initial=0)))
+    padded = np.zeros((len(tags), K, T), np.float64)
+    gold = np.zeros((len(tags), T), np.int64)
+    for n, (l, t) in enumerate(zip(logits, tags)):
+        padded[n, :, :len(t)] = np.asarray(l).T
+        gold[n, :len(t)] = t
+    return sentence_loss(padded, transitions, gold, lengths)[0]
 
 
 def is_chunk_tagset(classes):
