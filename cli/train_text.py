@@ -130,8 +130,11 @@ def train_text(resume_dir, widths, no_baseline, device, **opts):
         console.print(f"results in {summary['run_dir']}/cv.json")
         return
     t = summary["test"]
-    console.print(f"trained on {summary['dataset']}; best validation accuracy "
-                  f"{summary['best_val_acc']:.2%} (epoch {summary['best_epoch']})")
+    best = summary["best_val_score"]
+    best = f"chunk F1 {100 * best:.2f}" if summary["best_val_metric"] == "chunk F1" else \
+        f"accuracy {best:.2%}"
+    console.print(f"trained on {summary['dataset']}; best validation {best} (epoch "
+                  f"{summary['best_epoch']})")
     if "tokens" in t:
         f1 = f", chunk F1 {t['f1']:.2f} (P {t['precision']:.2f}, R {t['recall']:.2f})" \
             if "f1" in t else ""

@@ -86,7 +86,12 @@ def test_window_tagger_on_conll_files(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(open(os.path.join(run, "report.json")).read())
     assert report["acc"] > 0.95 and report["f1"] > 90
-    assert "chunk F1" in result.output
+    assert "best validation chunk F1" in " ".join(result.output.split())   # (lines wrap)
+    # chunking selects its best epoch by validation chunk F1, logged beside the accuracy
+    log = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert all(r["val_score"] == r["val_f1"] / 100 for r in log)
+    best = max(range(len(log)), key=lambda i: (log[i]["val_score"], -i)) + 1
+    assert load_checkpoint(checkpoint_path(run, "best"))[3]["best_epoch"] == best
     out = predict_text(run, ["the cat sees IBM ."])
     assert out[0]["tags"] == ["B-NP", "I-NP", "B-VP", "B-NP", "O"]
 

@@ -472,9 +472,11 @@ def is_chunk_tagset(classes):
 
 
 def _patience_exhausted(history, patience):
+    """No better validation score (as model selection ranks epochs) for `patience` epochs."""
     if not history:
         return False
-    best = max(range(len(history)), key=lambda i: (history[i]["val_acc"], -i))
+    best = max(range(len(history)),
+               key=lambda i: (history[i].get("val_score", history[i]["val_acc"]), -i))
     return len(history) - 1 - best >= patience
 
 
@@ -609,6 +611,8 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
                                     decoder(model_))
         if "f1" in metrics:
             cb.call("message", f"  validation chunk F1 {metrics['f1']:.2f}")
+            # chunking is scored by chunk F1 (conlleval): the best epoch is chosen by it too
+            metrics["score"] = metrics["f1"] / 100
         return metrics
 
     after_step = (lambda m: max_norm_(m.fc, cfg.max_norm)) \
@@ -629,10 +633,11 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
         if not finished:
             break
     if early:
-        cb.call("message", f"early stop: validation accuracy has not improved for "
+        cb.call("message", f"early stop: the validation score has not improved for "
                            f"{cfg.patience} epochs (best: epoch {state.best_epoch})")
     summary = {"run_dir": run_dir, "finished": finished, "epochs_done": state.epoch,
-               "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+               "best_val_score": state.best_val_score, "best_epoch": state.best_epoch,
+               "best_val_metric": "chunk F1" if is_chunk_tagset(classes) else "accuracy",
                "dataset": data.source, "history": state.history, "fold": fold}
     if finished:
         summary["test"] = _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes,

@@ -408,7 +408,7 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         extra_meta={"kind": "image", "model": cfg.model})
     summary = {"run_dir": run_dir, "model": cfg.model, "finished": finished,
                "epochs_done": state.epoch,
-               "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+               "best_val_acc": state.best_val_score, "best_epoch": state.best_epoch,
                "dataset": dataset.source, "history": state.history, "streamed": streamed}
     if finished:
         report = test_report(run_dir, model, dataset.test, prepare, eval_bs, loss_fn,

@@ -48,19 +48,20 @@ class TrainState:
     step: int = 0             # optimiser steps so far
     sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0, "count": 0,
                                                 "seconds": 0.0})
-    best_val_acc: float = -1.0
+    best_val_score: float = -1.0   # the best validation score (`evaluate`'s "score", else "acc")
     best_epoch: int = -1
     history: list = field(default_factory=list)
 
     def to_meta(self):
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "sums": self.sums,
-                "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                "best_val_score": self.best_val_score, "best_epoch": self.best_epoch,
                 "history": self.history}
 
     @classmethod
     def from_meta(cls, meta):
-        return cls(meta["epoch"], meta["batch"], meta["step"], dict(meta["sums"]),
-                   meta["best_val_acc"], meta["best_epoch"], list(meta["history"]))
+        best = meta["best_val_score"] if "best_val_score" in meta else meta["best_val_acc"]
+        return cls(meta["epoch"], meta["batch"], meta["step"], dict(meta["sums"]), best,
+                   meta["best_epoch"], list(meta["history"]))
 
 
 def set_dropout_step(model, step):
@@ -102,7 +103,9 @@ def fit(model, optimizer, schedule, *, epochs, batches_for_epoch, step_fn, evalu
 
     batches_for_epoch(epoch) -> list of batches (deterministic for the epoch)
     step_fn(model, batch) -> (loss, correct, count)  forward + backward, gradients accumulated
-    evaluate(model) -> dict with at least 'loss' and 'acc' on the validation split
+    evaluate(model) -> dict with at least 'loss' and 'acc' on the validation split, and optionally
+                       'score': the figure to select the best epoch by, if not 'acc' (higher is
+                       better; a chunker's F1); any other entries are logged as val_<name>
     after_step(model) optional, e.g. a max-norm constraint applied after each update
     """
     cb = callbacks or Callbacks()
@@ -157,11 +160,15 @@ def fit(model, optimizer, schedule, *, epochs, batches_for_epoch, step_fn, evalu
                       "val_loss": val["loss"], "val_acc": val["acc"], "lr": optimizer.lr,
                       "items_per_s": s["count"] / max(s["seconds"], 1e-9),
                       "seconds": s["seconds"]}
-            schedule.end_epoch(val["acc"])
+            # further validation figures (chunk F1, ...) go into the log as val_<name>; "score",
+            # when given, is what model selection and the plateau schedule maximise (else acc)
+            record.update({f"val_{k}": v for k, v in val.items() if k not in ("loss", "acc")})
+            score = val.get("score", val["acc"])
+            schedule.end_epoch(score)
             st.history.append(record)
-            improved = val["acc"] > st.best_val_acc
+            improved = score > st.best_val_score
             if improved:
-                st.best_val_acc, st.best_epoch = val["acc"], st.epoch + 1
+                st.best_val_score, st.best_epoch = score, st.epoch + 1
             st.epoch += 1
             st.batch = 0
             st.sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
