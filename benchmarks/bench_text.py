@@ -87,7 +87,7 @@ def bench_conll(args):
                      vectors=args.vectors, variant=args.variant, epochs=args.epochs, seed=args.seed,
                      threads=args.threads, hidden=args.hidden, lr=args.lr,
                      min_freq=args.min_freq, dropout=args.dropout, decode=args.decode,
-                     schedule=args.schedule,
+                     schedule=args.schedule, loss=args.loss,
                      features=tuple(f for f in (args.features or "").split(",") if f))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,6 +100,7 @@ def bench_conll(args):
                           args.min_freq > 1 and f"min-freq {args.min_freq}",
                           args.dropout and f"dropout {args.dropout}",
                           args.decode == "argmax" and "argmax decoding",
+                          args.loss == "sll" and "sentence-level likelihood",
                           args.schedule != "constant" and f"{args.schedule} schedule") if x]
     print(f"CoNLL-2000 window tagger{''.join(' + ' + x for x in extras)}: chunk F1 "
           f"{t['f1']:.2f} (P {t['precision']:.2f} R {t['recall']:.2f}), token accuracy "
@@ -223,6 +224,8 @@ def main():
     p.add_argument("--hidden", type=int, default=300)
     p.add_argument("--lr", type=float)
     p.add_argument("--decode", default="viterbi", choices=["viterbi", "argmax"])
+    p.add_argument("--loss", default="wll", choices=["wll", "sll"],
+                   help="conll2000: word-level or sentence-level likelihood.")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "plateau"])
     p.add_argument("--dropout", type=float, help="Dropout rate (default: the recipe's).")
     p.add_argument("--features", help="conll2000: input columns beside the words, e.g. pos.")
