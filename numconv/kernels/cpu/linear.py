@@ -24,18 +24,23 @@ from numconv import config
 from numconv.kernels.cpu._blas import single_threaded_blas
 
 
+@njit(cache=True, inline="always")
+def _block(t, M, P, row_blocks, col_blocks):
+    """Rows [r0, r1) and columns [c0, c1) of block t of an (M, P) result cut into near-equal
+    row_blocks x col_blocks blocks."""
+    rb = t // col_blocks
+    cb = t % col_blocks
+    return (rb * M // row_blocks, (rb + 1) * M // row_blocks,
+            cb * P // col_blocks, (cb + 1) * P // col_blocks)
+
+
 @njit(parallel=True, cache=True)
 def _product_nn(out, a, b, row_blocks, col_blocks):
-    """out = a @ b in row_blocks x col_blocks blocks of near-equal size, one task each (a block
-    of b's columns is copied out contiguous: one pass over b in all)."""
+    """out = a @ b, one task per block (a block of b's columns is copied out contiguous: one pass
+    over b in all)."""
     M, P = out.shape
     for t in prange(row_blocks * col_blocks):
-        rb = t // col_blocks
-        cb = t % col_blocks
-        r0 = rb * M // row_blocks
-        r1 = (rb + 1) * M // row_blocks
-        c0 = cb * P // col_blocks
-        c1 = (cb + 1) * P // col_blocks
+        r0, r1, c0, c1 = _block(t, M, P, row_blocks, col_blocks)
         if col_blocks == 1:
             out[r0:r1] = np.dot(a[r0:r1], b)
         else:
@@ -44,15 +49,10 @@ def _product_nn(out, a, b, row_blocks, col_blocks):
 
 @njit(parallel=True, cache=True)
 def _product_nt(out, a, bt, row_blocks, col_blocks):
-    """out = a @ bt.T, blocked as _product_nn; a block of bt's rows is contiguous already."""
+    """out = a @ bt.T, one task per block; a block of bt's rows is contiguous already."""
     M, P = out.shape
     for t in prange(row_blocks * col_blocks):
-        rb = t // col_blocks
-        cb = t % col_blocks
-        r0 = rb * M // row_blocks
-        r1 = (rb + 1) * M // row_blocks
-        c0 = cb * P // col_blocks
-        c1 = (cb + 1) * P // col_blocks
+        r0, r1, c0, c1 = _block(t, M, P, row_blocks, col_blocks)
         out[r0:r1, c0:c1] = np.dot(a[r0:r1], bt[c0:c1].T)
 
 
