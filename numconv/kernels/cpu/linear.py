@@ -74,11 +74,11 @@ def _column_sums(db, dy):
 def _blocks(M, K, P):
     """(row blocks, column blocks) for an (M, K) @ (K, P) product: about CPU_LINEAR_BLOCK_FLOPS
     each, columns cut first, no block narrower than CPU_LINEAR_MIN_SIDE where avoidable."""
-    config_side = config.CPU_LINEAR_MIN_SIDE
+    side = config.CPU_LINEAR_MIN_SIDE
     tasks = -(-2 * M * K * P // config.CPU_LINEAR_BLOCK_FLOPS)
     tasks = max(1, min(tasks, config.CPU_LINEAR_MAX_BLOCKS))
-    cols = max(1, min(tasks, P // config_side))
-    rows = max(1, min(-(-tasks // cols), M // config_side))
+    cols = max(1, min(tasks, P // side))
+    rows = max(1, min(-(-tasks // cols), M // side))
     return rows, cols
 
 
