@@ -30,6 +30,9 @@ LAYERS = [
 
 
 def _median_time(fn, repeat):
+    # a pause first, so that the other library's idle worker threads have stopped spinning and
+    # do not steal the cores (numba's and torch's OpenMP pools share this process)
+    time.sleep(0.3)
     fn()
     times = []
     for _ in range(repeat):

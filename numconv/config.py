@@ -45,5 +45,5 @@ CPU_MIN_TASKS = 8
 # block, with no thread hand-off at all), at most MAX_BLOCKS of them, none narrower than MIN_SIDE
 # rows or columns where the product is wide enough.
 CPU_LINEAR_BLOCK_FLOPS = 4 * 1024 * 1024
-CPU_LINEAR_MAX_BLOCKS = 64
-CPU_LINEAR_MIN_SIDE = 16
+CPU_LINEAR_MAX_BLOCKS = 16
+CPU_LINEAR_MIN_SIDE = 64

@@ -452,6 +452,7 @@ def test_linear_over_many_blocks_matches_numpy_whatever_the_thread_count(dtype, 
     from numconv.kernels.cpu import linear
     monkeypatch.setattr(config, "CPU_LINEAR_BLOCK_FLOPS", 2 * 20 * 37 * 23 // 40)
     monkeypatch.setattr(config, "CPU_LINEAR_MIN_SIDE", 2)
+    monkeypatch.setattr(config, "CPU_LINEAR_MAX_BLOCKS", 64)
     for shape in ((20, 37, 23), (20, 23, 37), (23, 20, 37)):      # forward, dx, dw products
         rows, cols = linear._blocks(*shape)
         assert rows > 1 and cols > 1, (shape, rows, cols)
