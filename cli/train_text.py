@@ -85,7 +85,8 @@ def _features(ctx, param, value):
 @click.option("--feature-dim", type=int, default=10, show_default=True,
               help="Tagger: size of each --features vector.")
 @click.option("--patience", type=int, help="Early stopping: epochs without a better validation "
-                                           "accuracy (default: kim 5, window 3).")
+                                           "score, accuracy or chunk F1 (default: kim 25, i.e. "
+                                           "Kim's all 25 epochs; window 3).")
 @click.option("--cv", type=int, default=0, show_default=True,
               help="k-fold cross-validation (e.g. 10 for MR); reports mean and spread.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
