@@ -27,38 +27,10 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def viterbi(logits, allowed):
-    """logits (T, K) -> the best allowed tag path (T,) int64; the per-token argmax when no path is
-    allowed (a sentence unlike any in training)."""
-    T, K = logits.shape
-    if T == 0:
-        return np.zeros(0, np.int64)
-    scores = log_softmax(np.asarray(logits, np.float64))
-    forbid = np.where(allowed, 0.0, -np.inf)
-    best = scores[0] + forbid[K]
-    back = np.zeros((T, K), np.int64)
-    for t in range(1, T):
-        total = best[:, None] + forbid[:K]          # (previous tag, tag)
-        back[t] = np.argmax(total, axis=0)
-        best = total[back[t], np.arange(K)] + scores[t]
-    if not np.isfinite(best.max()):
-        return np.argmax(logits, axis=1).astype(np.int64)
-    path = np.empty(T, np.int64)
-    path[-1] = int(np.argmax(best))
-    for t in range(T - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path
-
-
-def viterbi_scores(logits, transitions):
-    """logits (T, K) raw token scores, transitions (K + 1, K) learned scores (row K: the start)
-    -> the path (T,) int64 of highest total score A[K, y0] + f[0, y0] + sum of A[y_{t-1}, y_t] +
-    f[t, y_t]: the decoding that matches sentence-level training (numconv.text.sll)."""
-    T, K = logits.shape
-    if T == 0:
-        return np.zeros(0, np.int64)
-    f = np.asarray(logits, np.float64)
-    A = np.asarray(transitions, np.float64)
+def _best_path(f, A):
+    """The path (T,) maximising A[K, y0] + f[0, y0] + sum of A[y_{t-1}, y_t] + f[t, y_t] over
+    scores f (T, K) and transition scores A (K + 1, K), and that maximum (-inf: none finite)."""
+    T, K = f.shape
     best = A[K] + f[0]
     back = np.zeros((T, K), np.int64)
     for t in range(1, T):
@@ -69,4 +41,25 @@ def viterbi_scores(logits, transitions):
     path[-1] = int(np.argmax(best))
     for t in range(T - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
+    return path, best.max()
+
+
+def viterbi(logits, allowed):
+    """logits (T, K) -> the best allowed tag path (T,) int64; the per-token argmax when no path is
+    allowed (a sentence unlike any in training)."""
+    if logits.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    path, best = _best_path(log_softmax(np.asarray(logits, np.float64)),
+                            np.where(allowed, 0.0, -np.inf))
+    if not np.isfinite(best):
+        return np.argmax(logits, axis=1).astype(np.int64)
     return path
+
+
+def viterbi_scores(logits, transitions):
+    """logits (T, K) raw token scores, transitions (K + 1, K) learned scores (row K: the start)
+    -> the path (T,) int64 of highest total score A[K, y0] + f[0, y0] + sum of A[y_{t-1}, y_t] +
+    f[t, y_t]: the decoding that matches sentence-level training (numconv.text.sll)."""
+    if logits.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    return _best_path(np.asarray(logits, np.float64), np.asarray(transitions, np.float64))[0]
