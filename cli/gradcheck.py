@@ -23,8 +23,8 @@ OP_CHOICES = ("conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg
 @click.option("--failures-only", is_flag=True, help="List only the failing configurations.")
 @click.option("--model", default=None, metavar="NAME",
               help="Check a whole model instead of the ops: a name `numconv describe` takes "
-                   "(lenet5, alexnet, vgg11, googlenet, resnet18, resnet20, plain20, ...) or "
-                   "'all'. Scaled down (few channels, small input, batch 2), float64, vᵀJu "
+                   "(lenet5, smallcnn, alexnet, vgg11, googlenet, resnet18, resnet20, plain20, "
+                   "...) or 'all'. Scaled down (few channels, small input, batch 2), float64, vᵀJu "
                    "projections for the input and every parameter tensor, agreeing to --rtol.")
 @click.option("--group-depth", type=click.IntRange(min=1), default=None,
               help="With --model: one projection per group of parameters sharing the first N "

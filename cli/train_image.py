@@ -17,8 +17,9 @@ def _int_list(value):
 
 @click.command("train-image")
 @click.option("--model", default="lenet5", show_default=True,
-              help="Architecture: lenet5, alexnet, vgg11/13/16/19, googlenet, resnet18..152, "
-                   "resnet20..110, plain20..110 (numconv describe MODEL shows one).")
+              help="Architecture: lenet5, smallcnn, alexnet, vgg11/13/16/19, googlenet, "
+                   "resnet18..152, resnet20..110, plain20..110 (numconv describe MODEL shows "
+                   "one).")
 @click.option("--dataset", default="mnist", show_default=True,
               help="A name (mnist, fashion_mnist, cifar10, imagenette, tiny-imagenet, digits) or a "
                    "path (IDX folder, image folder, parquet/arrow/csv file).")

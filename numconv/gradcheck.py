@@ -370,6 +370,8 @@ def model_checks(name):
                 ModelCheck(name, f"{name} (classic)", {"classic": True}, (1, 32, 32), 1.0)]
     if name == "alexnet":
         return [ModelCheck(name, name, {}, (3, 67, 67), 1 / 32)]   # 67: its smallest input
+    if name == "smallcnn":
+        return [ModelCheck(name, name, {}, (1, 12, 12), 0.25)]     # 12 -> 6 -> 3, 8 and 16 maps
     if name.startswith("vgg"):
         return [ModelCheck(name, name, {}, (3, 32, 32), 1 / 16)]
     if name == "googlenet":

@@ -1,4 +1,5 @@
-"""The model zoo: LeNet-5, AlexNet, VGG, GoogLeNet and ResNet as their papers describe them.
+"""The model zoo: LeNet-5, AlexNet, VGG, GoogLeNet and ResNet as their papers describe them, plus
+`smallcnn`, the common two-convolution baseline for MNIST-like data (no paper's network).
 
     from numconv import models
     net = models.build_model("resnet20")              # CIFAR-10 ResNet-20, 269,722 parameters
@@ -8,10 +9,10 @@
 
 `build_model` defaults are each paper's: 1000 classes and 3x224x224 for the ImageNet models
 (3x227x227 for AlexNet, see numconv.models.alexnet), 10 classes and 3x32x32 for the CIFAR-10
-ResNets and plain nets, 10 classes and 1x32x32 for LeNet-5. Any class count, channel count and input
-size large enough for the layers works; `width` scales every channel count (and the hidden widths of
-the fully-connected layers). Every model is a `numconv.nn.Module` whose forward maps (N, C, H, W) to
-logits (N, num_classes).
+ResNets and plain nets, 10 classes and 1x32x32 for LeNet-5, 10 classes and 1x28x28 for smallcnn.
+Any class count, channel count and input size large enough for the layers works; `width` scales
+every channel count (and the hidden widths of the fully-connected layers). Every model is a
+`numconv.nn.Module` whose forward maps (N, C, H, W) to logits (N, num_classes).
 """
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +27,7 @@ from numconv.models.googlenet import GoogLeNet, aux_loss, googlenet
 from numconv.models.lenet import MaskedConv2d, Subsampling, lenet5
 from numconv.models.recipes import recipe
 from numconv.models.resnet import CIFAR_DEPTHS, IMAGENET, resnet_cifar, resnet_imagenet
+from numconv.models.smallcnn import smallcnn
 from numconv.models.vgg import CONFIGS as VGG_CONFIGS
 from numconv.models.vgg import vgg
 
@@ -51,6 +53,8 @@ MODELS = {
     **{f"{kind}{d}": ModelSpec(partial(resnet_cifar, f"{kind}{d}"), (3, 32, 32), 10, {},
                                "He et al. 2015, section 4.2")
        for kind in ("resnet", "plain") for d in CIFAR_DEPTHS},
+    "smallcnn": ModelSpec(smallcnn, (1, 28, 28), 10, {},
+                          "none: the common two-convolution baseline for MNIST-like data"),
 }
 
 

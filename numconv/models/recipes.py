@@ -104,6 +104,14 @@ for _depth in (20, 32, 44, 56, 110):
                      "; the paper's warm-up is a constant 0.01 until training error < 80%, the "
                      "trainer's a linear ramp from lr/10" if _depth == 110 else ""))
 
+# smallcnn is no paper's network, so its recipe is numconv's: Adam at 1e-3 (the usual choice for
+# this baseline), batch 128, a cosine schedule over 15 epochs, no weight decay (dropout 0.5
+# regularises the hidden layer) and no augmentation.
+RECIPES["smallcnn"] = _r(optimizer="adam", lr=1e-3, batch_size=128, epochs=15, schedule="cosine",
+                         source="numconv's recipe for the two-convolution baseline (Adam, cosine "
+                                "schedule); no paper",
+                         note="--crop-padding and --flip add augmentation")
+
 
 def recipe(name, classic=False):
     """A copy of the training recipe of model `name` (LeNet-5's 1998 one with classic=True)."""
