@@ -154,6 +154,13 @@ def test_cli_describe_prints_layers_totals_and_recipe():
     assert "LeCun et al. 1998" in classic.output and "multistep" in classic.output
 
 
+def test_cli_describe_smallcnn():
+    result = CliRunner().invoke(main, ["describe", "smallcnn"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "421,642" in result.output and "64x7x7" in result.output
+    assert "adam" in result.output and "no paper" in result.output
+
+
 def test_cli_describe_options():
     result = CliRunner().invoke(describe_cmd, ["resnet20", "--input", "3x64x64", "--classes",
                                                "100", "--width", "0.5", "--no-joins"],

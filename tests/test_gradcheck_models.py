@@ -26,6 +26,7 @@ def test_cli_gradcheck_model_lenet5_both_variants():
 
 
 @pytest.mark.parametrize("name,depth,min_rows", [
+    ("smallcnn", None, 10),      # input, 4 weight/bias pairs, run twice
     ("alexnet", None, 18),       # input, 8 weight/bias pairs, run twice
     ("vgg11", None, 24),
     ("googlenet", 1, 17),        # with aux classifiers; one projection per top-level block

@@ -24,6 +24,9 @@ PARAMS = {
     "resnet110": 1_727_962,
     "plain20": 269_722, "plain32": 464_154, "plain44": 658_586, "plain56": 853_018,
     "plain110": 1_727_962,
+    # No paper: conv 1->32 3x3 (320), conv 32->64 3x3 (18,496), 64*7*7 -> 128 (401,536), 128 -> 10
+    # (1,290).
+    "smallcnn": 421_642,
 }
 # He et al. 2015, Table 6: "0.27M, 0.46M, 0.66M, 0.85M, 1.7M".
 CIFAR_PAPER_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
@@ -255,7 +258,7 @@ def test_every_model_runs_scaled_down(name):
 
 
 @pytest.mark.parametrize("name,size", [("vgg11", 64), ("alexnet", 100), ("googlenet", 100),
-                                       ("resnet18", 17), ("lenet5", 36)])
+                                       ("resnet18", 17), ("lenet5", 36), ("smallcnn", 30)])
 def test_other_input_sizes_adapt_the_head(name, size):
     net = models.build_model(name, input_size=size, in_channels=2, num_classes=4, width=0.125,
                              initialize=False)
@@ -292,6 +295,12 @@ def test_too_small_input_names_the_layer_and_the_fix():
         models.build_model("lenet5", input_size=28)
     with pytest.raises(ValueError, match=r"googlenet: layer maxpool4 .*use at least 3x"):
         models.build_model("googlenet", input_size=40, initialize=False)
+    with pytest.raises(ValueError) as err:
+        models.build_model("smallcnn", input_size=3)
+    assert str(err.value) == ("input 1x3x3 is too small for smallcnn: layer features.5 "
+                              "(MaxPool2d) would get a 1x1 map, smaller than its 2x2 window; "
+                              "use at least 1x4x4")
+    assert models.build_model("smallcnn", input_size=4).out_shape((1, 4, 4)) == (10,)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -309,12 +318,48 @@ def test_bad_arguments_are_named(kwargs, match):
 
 def test_default_inputs():
     assert models.default_input("lenet5") == (1, 32, 32)
+    assert models.default_input("smallcnn") == (1, 28, 28)
     assert models.default_input("resnet56") == (3, 32, 32)
     assert models.default_input("resnet152") == (3, 224, 224)
     assert models.build_model("lenet5").num_classes == 10
     assert models.build_model("resnet20", initialize=False).num_classes == 10
     with pytest.raises(ValueError, match="unknown"):
         models.default_input("lenet")
+
+
+# ------------------------------------------------------------------------------------- smallcnn
+
+def test_smallcnn_layers_and_shapes():
+    net = models.build_model("smallcnn")
+    rows = {r.name: r for r in describe(net, (1, 28, 28))}
+    assert [rows[f"features.{i}"].out_shape for i in range(6)] == \
+        [(32, 28, 28), (32, 28, 28), (32, 14, 14), (64, 14, 14), (64, 14, 14), (64, 7, 7)]
+    assert rows["flatten"].out_shape == (3136,)
+    assert rows["classifier.0"].out_shape == (128,) and rows["classifier.3"].out_shape == (10,)
+    types = [type(m).__name__ for m in net.classifier.children.values()]
+    assert types == ["Linear", "ReLU", "Dropout", "Linear"] and net.classifier[2].p == 0.5
+    assert list(net.state_dict()) == [f"{part}.{i}.{k}" for part, i in
+                                      (("features", 0), ("features", 3), ("classifier", 0),
+                                       ("classifier", 3)) for k in ("weight", "bias")]
+    conv = net.features[0]
+    assert (conv.kernel_size, conv.padding) == ((3, 3), 1)
+    # He initialisation: std sqrt(2 / fan_in), zero biases.
+    w = net.classifier[0].params["weight"]
+    assert abs(w.std() - np.sqrt(2 / 3136)) < 1e-3 and not np.any(net.classifier[0].params["bias"])
+
+
+def test_smallcnn_width_input_size_and_classes():
+    net = models.build_model("smallcnn", width=0.5, input_size=(32, 20), in_channels=3,
+                             num_classes=4, initialize=False)
+    # 16 and 32 maps, 32 x 8 x 5 features into 64 hidden units.
+    want = (3 * 9 * 16 + 16) + (16 * 9 * 32 + 32) + (32 * 8 * 5 * 64 + 64) + (64 * 4 + 4)
+    assert count_parameters(net) == want
+    assert net.classifier[0].in_features == 32 * 8 * 5 and net.out_shape((3, 32, 20)) == (4,)
+    wide = models.build_model("smallcnn", width=2, initialize=False)
+    assert [wide.features[i].out_channels for i in (0, 3)] == [64, 128]
+    assert wide.classifier[0].out_features == 256
+    with pytest.raises(ValueError, match="option 'classic' does not apply to smallcnn"):
+        models.build_model("smallcnn", classic=True)
 
 
 # ------------------------------------------------------------------------------------ GoogLeNet aux
@@ -377,5 +422,9 @@ def test_recipes_say_what_the_papers_say():
     assert (le["schedule"], le["milestones"]) == ("multistep", [2, 5, 8, 12])
     modern = models.recipe("lenet5")
     assert modern["batch_size"] == 64 and modern["schedule"] == "cosine"
+    small = models.recipe("smallcnn")
+    assert (small["optimizer"], small["lr"], small["batch_size"], small["schedule"]) == \
+        ("adam", 1e-3, 128, "cosine")
+    assert "no paper" in small["source"]
     assert models.recipe("resnet20")["schedule"] == "multistep"
     assert models.recipe("resnet50")["weight_decay"] == 1e-4

@@ -190,6 +190,41 @@ def test_export_loads_into_pytorch_lenet(tmp_path):
     np.testing.assert_allclose(model.forward(x), ref, rtol=1e-4, atol=1e-5)
 
 
+def test_smallcnn_trains_and_exports_into_its_pytorch_twin(tmp_path):
+    """smallcnn through the whole pipeline (its Adam recipe, digits fitted to 28x28), then its
+    weights into the nn.Sequential a PyTorch user would write: same names, same logits."""
+    torch = pytest.importorskip("torch")
+    from collections import OrderedDict
+
+    from safetensors.torch import load_file
+    from numconv.train.export import export_safetensors
+    from numconv.train.runs import load_run
+    summary = train_image(ImageConfig(model="smallcnn", dataset="digits", epochs=1, limit=256,
+                                      width=0.25, seed=3, run_dir=str(tmp_path / "run")))
+    assert summary["finished"]
+    run = str(tmp_path / "run")
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["input_shape"] == [1, 28, 28] and config["optimizer"] == "adam"
+    path, n = export_safetensors(run)
+    assert n == 8
+    _, model = load_run(run)
+    model.eval()
+    tnn = torch.nn
+    tmodel = tnn.Sequential(OrderedDict([
+        ("features", tnn.Sequential(tnn.Conv2d(1, 8, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                                    tnn.Conv2d(8, 16, 3, padding=1), tnn.ReLU(),
+                                    tnn.MaxPool2d(2))),
+        ("flatten", tnn.Flatten()),
+        ("classifier", tnn.Sequential(tnn.Linear(16 * 7 * 7, 32), tnn.ReLU(), tnn.Dropout(0.5),
+                                      tnn.Linear(32, 10)))]))
+    tmodel.load_state_dict(load_file(path))
+    tmodel.eval()
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        ref = tmodel(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(model.forward(x), ref, rtol=1e-4, atol=1e-5)
+
+
 def test_cli_crop_and_flip_override_the_recipe(tmp_path):
     """LeNet's recipe has no augmentation; --crop-padding and --flip add it, are recorded in the
     run's configuration and change what the network sees (so the metrics differ)."""
