@@ -12,9 +12,12 @@ CPU_TILE_BYTES = 256 * 1024
 CPU_TILE_MIN_COLS = 64
 CPU_TILE_MAX_COLS = 4096
 
-# Weight gradients are summed over fixed segments of columns (partial sums reduced in a fixed
-# order). A segment holds this many tiles.
-CPU_WGRAD_TILES_PER_SEGMENT = 8
+# Weight gradients: the columns are cut into chunks of about this many bytes of im2col, each one
+# matrix product with a long reduction (short products and a fresh (O, R) result per product made
+# the weight gradient twice as slow as the forward pass); consecutive chunks are grouped into at
+# most MAX_SEGMENTS segments, whose partial sums are reduced in a fixed order.
+CPU_WGRAD_CHUNK_BYTES = 2 * 1024 * 1024
+CPU_WGRAD_MAX_SEGMENTS = 32
 
 # CUDA launch configuration (numconv.kernels.cuda). Threads per block of the one-thread-per-element
 # kernels and of the one-block-per-output reductions (bias gradients, batch statistics, the loss;
@@ -27,7 +30,7 @@ CUDA_TILE = 16
 # "tiled" (shared-memory implicit GEMM) or "direct" (one thread per output element).
 CUDA_CONV_FORWARD = "tiled"
 # Weight gradients: each thread sums one dw element over a segment of this many output positions;
-# segments are then added in order (as CPU_WGRAD_TILES_PER_SEGMENT does on the CPU).
+# segments are then added in order (as the CPU weight-gradient segments are).
 CUDA_WGRAD_SEGMENT = 2048
 
 # Tolerances, defined once.

@@ -82,12 +82,11 @@ OPS = {
 def test_determinism_shapes_span_several_tiles():
     """The shapes above cut the CPU kernels' work into several tiles (else the thread-count test
     would prove little); the large case below spans several weight-gradient segments too."""
-    from numconv import config
-    from numconv.kernels.cpu.conv import _tile_cols
+    from numconv.kernels.cpu.conv import _tile_cols, _wgrad_chunks
     for itemsize in (4, 8):
         assert 4 * 20 * 20 > _tile_cols(8 * 9, itemsize)                     # >= 2 tiles
-        tiles = -(-8 * 32 * 32 // _tile_cols(8 * 9, itemsize))
-        assert tiles > config.CPU_WGRAD_TILES_PER_SEGMENT                     # >= 2 segments
+        assert _wgrad_chunks(8 * 9, itemsize, 4 * 20 * 20)[2] >= 2            # >= 2 segments
+        assert _wgrad_chunks(8 * 9, itemsize, 8 * 32 * 32)[2] >= 2
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -133,6 +132,31 @@ def test_weight_gradient_over_several_segments_is_thread_count_independent(dtype
         out.setdefault(n, []).append(nc.conv2d_backward_weight(dy, x, (3, 3), padding=1))
     assert_bitwise_equal(out[1][0], out[2][0])
     assert_bitwise_equal(out[1][0], out[1][1])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_weight_gradient_with_several_chunks_per_segment(dtype, monkeypatch, restore_threads):
+    """Few segments of several chunks each (the last one ragged): the chunks' products are summed
+    into their segment in order, and the result is the reference's, on any thread count."""
+    from numconv import config
+    from numconv.kernels.cpu.conv import _wgrad_chunks
+    monkeypatch.setattr(config, "CPU_WGRAD_CHUNK_BYTES", 1024)
+    monkeypatch.setattr(config, "CPU_WGRAD_MAX_SEGMENTS", 3)
+    monkeypatch.setattr(config, "CPU_TILE_MIN_COLS", 8)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 11, 13)).astype(dtype)
+    dy = rng.standard_normal((3, 6, 6, 7)).astype(dtype)
+    kw = dict(stride=2, padding=1)
+    chunk, per_seg, nseg = _wgrad_chunks(4 * 9, x.itemsize, 3 * 6 * 7)
+    assert per_seg > 1 and nseg == 3 and (3 * 6 * 7) % chunk
+    want = nc.conv2d_backward_weight(dy, x, (3, 3), **kw, device="reference")
+    runs = []
+    for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(n)
+        runs.append(nc.conv2d_backward_weight(dy, x, (3, 3), **kw))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(runs[0], want, rtol=tol, atol=tol)
+    assert_bitwise_equal(runs[0], runs[1])
 
 
 def test_blas_thread_count_is_left_as_it_was():

@@ -11,6 +11,9 @@ no shared writes; tile sizes depend only on shapes (numconv.config), never on th
   whose partial sums are reduced in a fixed order: no atomics, the same bits every run.
 - input gradient: dcol = W^T @ dY for a block of output rows, then each input pixel *gathers* the
   dcol entries that read it (col2im as a gather), so no two tasks write the same dx element.
+- conv1d followed by max over positions (Kim's max-over-time pooling): dy is zero but at one
+  winning window per (n, o), so the backward visits only those windows, N*O*C*K multiply-adds
+  per gradient instead of OL times as many, channels last so that each window is a contiguous run.
 
 Shapes: x (N, C, H, W), w (O, Cg, KH, KW), y and dy (N, O, OH, OW). Arguments: outputs first, then
 (sh, sw) stride, (pt, pl) top/left padding, (dh, dw) dilation, groups.
@@ -148,26 +151,40 @@ def _forward_tiles(y3, x, w3, b, has_bias, KH, KW, sh, sw, pt, pl, dh, dw, OW, t
 
 
 @njit(parallel=True, cache=True)
-def _weight_partials(part, dy3, x, KH, KW, sh, sw, pt, pl, dh, dw, OW, tn, tiles_per_seg):
-    """part[s, g] = sum over the tiles of segment s of dY_tile @ col_tile^T, in tile order."""
+def _weight_partials(part, dy3, x, KH, KW, sh, sw, pt, pl, dh, dw, OW, chunk, chunks_per_seg):
+    """part[s, g] = sum over the chunks of segment s of dY_chunk @ col_chunk^T, in chunk order.
+
+    A segment's buffers are allocated once and reused for each of its chunks; the first chunk's
+    product is written straight into part[s, g] and later ones are added to it, so a segment of
+    one chunk is a single matrix product with no copy."""
     S, G, Og, R = part.shape
     N, O, P = dy3.shape
     Cg = R // (KH * KW)
     ncols = N * P
-    ntiles = (ncols + tn - 1) // tn
+    nchunks = (ncols + chunk - 1) // chunk
     for t in prange(S * G):
         g = t % G
         s = t // G
-        acc = np.zeros((Og, R), dtype=part.dtype)
-        for tile in range(s * tiles_per_seg, min(ntiles, (s + 1) * tiles_per_seg)):
-            j0 = tile * tn
-            m_cols = min(ncols, j0 + tn) - j0
-            col = np.empty((R, m_cols), dtype=x.dtype)
-            _im2col_tile(col, x, g * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0)
-            dyt = np.empty((Og, m_cols), dtype=dy3.dtype)
-            _gather_tile(dyt, dy3, g * Og, P, j0)
-            acc += np.dot(dyt, col.T)
-        part[s, g] = acc
+        first = s * chunks_per_seg
+        last = min(nchunks, first + chunks_per_seg)
+        width = min(chunk, ncols - first * chunk)
+        # flat buffers, so that a ragged last chunk is still a C-contiguous matrix for BLAS
+        col = np.empty(R * width, dtype=x.dtype)
+        dyt = np.empty(Og * width, dtype=dy3.dtype)
+        acc = part[s, g]
+        tmp = np.empty((Og, R), dtype=part.dtype) if last - first > 1 else acc
+        for c in range(first, last):
+            j0 = c * chunk
+            m_cols = min(ncols, j0 + chunk) - j0
+            cv = col[:R * m_cols].reshape((R, m_cols))
+            dv = dyt[:Og * m_cols].reshape((Og, m_cols))
+            _im2col_tile(cv, x, g * Cg, KH, KW, sh, sw, pt, pl, dh, dw, OW, P, j0)
+            _gather_tile(dv, dy3, g * Og, P, j0)
+            if c == first:
+                np.dot(dv, cv.T, acc)
+            else:
+                np.dot(dv, cv.T, tmp)
+                acc += tmp
 
 
 @njit(parallel=True, cache=True)
@@ -248,6 +265,52 @@ def _bias_grad(db, dy3):
         db[o] = acc
 
 
+@njit(parallel=True, cache=True)
+def _max_weight_grad(dwt, db, dm, idx, xt, s, pl, d):
+    """dwt (O, K, C), db (O,): each task owns one output channel and visits its N winners."""
+    O, K, C = dwt.shape
+    N, L = xt.shape[0], xt.shape[1]
+    for o in prange(O):
+        acc = dwt[o]
+        acc[:] = 0
+        bsum = 0.0
+        for n in range(N):
+            g = dm[n, o]
+            if g == 0:
+                continue
+            bsum += g
+            t = idx[n, o]
+            for k in range(K):
+                i = t * s - pl + k * d
+                if 0 <= i < L:
+                    row = xt[n, i]
+                    for c in range(C):
+                        acc[k, c] += g * row[c]
+        db[o] = bsum
+
+
+@njit(parallel=True, cache=True)
+def _max_input_grad(dxt, dm, idx, wt, s, pl, d):
+    """dxt (N, L, C): each task owns one sentence and adds the winners' weights, o then k."""
+    N, L, C = dxt.shape
+    O, K = wt.shape[0], wt.shape[1]
+    for n in prange(N):
+        plane = dxt[n]
+        plane[:] = 0
+        for o in range(O):
+            g = dm[n, o]
+            if g == 0:
+                continue
+            t = idx[n, o]
+            for k in range(K):
+                i = t * s - pl + k * d
+                if 0 <= i < L:
+                    row = plane[i]
+                    wr = wt[o, k]
+                    for c in range(C):
+                        row[c] += g * wr[c]
+
+
 # ----------------------------------------------------------------------------------------------
 # Launchers: same names and argument order as the reference
 # ----------------------------------------------------------------------------------------------
@@ -271,19 +334,28 @@ def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
                        dh, dw, OW, tn)
 
 
+def _wgrad_chunks(R, itemsize, ncols):
+    """(columns per chunk, chunks per segment, segments) of a weight gradient: chunks of about
+    CPU_WGRAD_CHUNK_BYTES of im2col (fewer columns when that would leave fewer than CPU_MIN_TASKS
+    chunks), grouped into at most CPU_WGRAD_MAX_SEGMENTS segments. Shapes only."""
+    chunk = config.CPU_WGRAD_CHUNK_BYTES // max(1, R * itemsize)
+    chunk = min(chunk, -(-ncols // config.CPU_MIN_TASKS))
+    chunk = int(min(config.CPU_TILE_MAX_COLS, max(config.CPU_TILE_MIN_COLS, chunk)))
+    nchunks = -(-ncols // chunk)
+    per_seg = -(-nchunks // config.CPU_WGRAD_MAX_SEGMENTS)
+    return chunk, per_seg, -(-nchunks // per_seg)
+
+
 def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
     """dwt (O, C/groups, KH, KW) = correlation of x with dy, summed over the batch."""
     O, Cg, KH, KW = dwt.shape
     N, _, OH, OW = dy.shape
     R = Cg * KH * KW
-    tn = _tile_cols(R, x.itemsize)
-    ntiles = -(-N * OH * OW // tn)
-    per_seg = config.CPU_WGRAD_TILES_PER_SEGMENT
-    nseg = -(-ntiles // per_seg)
+    chunk, per_seg, nseg = _wgrad_chunks(R, x.itemsize, N * OH * OW)
     part = np.empty((nseg, groups, O // groups, R), dtype=dwt.dtype)
     with single_threaded_blas():
         _weight_partials(part, dy.reshape(N, O, OH * OW), x, KH, KW, sh, sw, pt, pl, dh, dw, OW,
-                         tn, per_seg)
+                         chunk, per_seg)
     _reduce_partials(dwt.reshape(O, R), part)
 
 
@@ -310,3 +382,10 @@ def conv2d_backward_bias(db, dy):
     """db (O,) = dy summed over batch and positions."""
     N, O, OH, OW = dy.shape
     _bias_grad(db, dy.reshape(N, O, OH * OW))
+
+
+def conv1d_max_backward(dxt, dwt, db, dm, idx, xt, wt, s, pl, d):
+    """The gradients of m (N, O) = max over positions of conv1d(x, w, b), given dm and the winning
+    positions idx (N, O). Channels last: xt and dxt (N, L, C), wt and dwt (O, K, C)."""
+    _max_weight_grad(dwt, db, dm, idx, xt, s, pl, d)
+    _max_input_grad(dxt, dm, idx, wt, s, pl, d)
