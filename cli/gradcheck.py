@@ -4,7 +4,7 @@ respect to its input and every parameter. A rich table, and a non-zero exit on a
 import click
 
 OP_CHOICES = ("conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-              "lp_pool1d", "lp_pool2d", "global_pool")
+              "lp_pool1d", "lp_pool2d", "global_pool", "conv1d_max")
 
 
 @click.command()

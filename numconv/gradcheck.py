@@ -292,8 +292,47 @@ def _global_cases(rng):
     return cases
 
 
+def _conv_max_cases(rng, gap=1e-3):
+    """conv1d followed by max over positions (Kim's max-over-time pooling), its gradients taken
+    from the winners alone (ops.conv1d_max_backward). Inputs are redrawn until every (n, o)'s best
+    window leads the next by `gap`, so no probe changes a winner."""
+    configs = [dict(k=3, stride=1, padding=0, dilation=1), dict(k=3, stride=2, padding=1,
+                                                                dilation=1),
+               dict(k=2, stride=1, padding="same", dilation=1),
+               dict(k=3, stride=1, padding="full", dilation=1),
+               dict(k=2, stride=1, padding=0, dilation=3), dict(k=1, stride=1, padding=0,
+                                                                dilation=1)]
+    cases = []
+    for cfg in configs:
+        opts = {key: cfg[key] for key in ("stride", "padding", "dilation")}
+        while True:
+            x = rng.standard_normal((2, 3, 8))
+            w = rng.standard_normal((4, 3, cfg["k"]))
+            y = np.sort(ops.conv1d(x, w, **opts), axis=2)
+            if y.shape[2] < 2 or (y[:, :, -1] - y[:, :, -2]).min() > gap:
+                break
+        b = rng.standard_normal(4)
+
+        def forward(inp, device, opts=opts):
+            return ops.global_pool(ops.conv1d(inp["x"], inp["w"], inp["b"], device=device,
+                                              **opts), "max", device=device)
+
+        def backward(dm, inp, device, opts=opts):
+            y = ops.conv1d(inp["x"], inp["w"], inp["b"], device=device, **opts)
+            _, idx = ops.global_pool(y, "max", return_indices=True, device=device)
+            dx, dw, db = ops.conv1d_max_backward(dm, idx, inp["x"], inp["w"], device=device,
+                                                 **opts)
+            return {"x": np.ascontiguousarray(dx), "w": dw, "b": db}
+
+        label = (f"C=3 O=4 k={cfg['k']} s={cfg['stride']} p={cfg['padding']} "
+                 f"d={cfg['dilation']}")
+        cases.append(Case("conv1d_max", label, {"x": x, "w": w, "b": b}, ("x", "w", "b"),
+                          forward, backward))
+    return cases
+
+
 OPS = ("conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "lp_pool1d",
-       "lp_pool2d", "global_pool")
+       "lp_pool2d", "global_pool", "conv1d_max")
 
 
 def sweep(op=None, seed=0):
@@ -304,7 +343,9 @@ def sweep(op=None, seed=0):
     cases = []
     for name in [op] if op else OPS:
         rng = np.random.default_rng([seed, OPS.index(name)])
-        if name.startswith("conv"):
+        if name == "conv1d_max":
+            cases += _conv_max_cases(rng)
+        elif name.startswith("conv"):
             cases += _conv_cases(int(name[4]), rng)
         elif name == "global_pool":
             cases += _global_cases(rng)

@@ -72,6 +72,9 @@ def _call_every_launcher(dtype):
         config.CUDA_WGRAD_SEGMENT = segment
         gpu.conv2d_backward_weight(dwt, dy, x, *conv)
     gpu.conv2d_backward_bias(db, dy)
+    xt, wt = arr(2, 7, 4), arr(6, 3, 4)          # conv1d + max over positions, channels last
+    gpu.conv1d_max_backward(np.empty_like(xt), np.empty_like(wt), arr(6), arr(2, 6),
+                            np.zeros((2, 6), np.int64), xt, wt, 1, 1, 1)
 
     p, idx = arr(2, 4, 3, 3), np.zeros((2, 4, 3, 3), np.int64)
     window = (2, 2, 2, 2, 0, 0)        # kh, kw, sh, sw, pt, pl

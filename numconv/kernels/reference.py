@@ -97,6 +97,33 @@ def conv2d_backward_bias(db, dy):
         db[o] = dy[:, o].astype(np.float64).sum()
 
 
+def conv1d_max_backward(dxt, dwt, db, dm, idx, xt, wt, s, pl, d):
+    """The gradients of m[n, o] = max_t y[n, o, t], y = conv1d(x, w, b) (max-over-time pooling),
+    given dm = dL/dm and the winning positions idx[n, o]. Channels last: xt and dxt (N, L, C), wt
+    and dwt (O, K, C), i.e. w[o, c, k] = wt[o, k, c].
+
+    Only the winning window of each (n, o) has a gradient, dL/dy[n, o, idx[n, o]] = dm[n, o], so
+    the three gradients of conv1d reduce to sums over those windows:
+      dw[o, c, k] = sum_n dm[n, o] x[n, c, idx[n, o]*s - pl + k*d]
+      db[o]       = sum_n dm[n, o]
+      dx[n, c, i] = sum_{o, k : idx[n, o]*s - pl + k*d == i} dm[n, o] w[o, c, k]
+    (terms whose input position lies in the padding are dropped)."""
+    N, L, C = xt.shape
+    O, K = wt.shape[0], wt.shape[1]
+    dxt[...] = 0
+    dwt[...] = 0
+    for o in range(O):
+        db[o] = dm[:, o].astype(np.float64).sum()
+    for n in range(N):
+        for o in range(O):
+            for k in range(K):
+                i = idx[n, o] * s - pl + k * d
+                if 0 <= i < L:
+                    for c in range(C):
+                        dwt[o, k, c] += dm[n, o] * xt[n, i, c]
+                        dxt[n, i, c] += dm[n, o] * wt[o, k, c]
+
+
 # ----------------------------------------------------------------------------------------------
 # Pooling. A window (i, j) covers rows i*sh - pt ... i*sh - pt + kh - 1 (likewise columns).
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The validated functional API: every op checks its inputs, allocates outputs, picks the device's
 kernels and calls them."""
 from numconv.ops.conv import (ConvGeometry, conv1d, conv1d_backward_bias, conv1d_backward_input,
-                              conv1d_backward_weight, conv2d, conv2d_backward_bias,
+                              conv1d_backward_weight, conv1d_max_backward, conv2d, conv2d_backward_bias,
                               conv2d_backward_input, conv2d_backward_weight, conv_geometry,
                               convolve1d, convolve2d)
 from numconv.ops.pool import (GLOBAL_KINDS, PoolGeometry, avg_pool1d, avg_pool1d_backward,

@@ -247,3 +247,53 @@ def conv1d_backward_weight(dy, x, kernel_size, stride=1, padding=0, dilation=1, 
 def conv1d_backward_bias(dy, *, device="cpu"):
     """dL/db (O,) from dy (N, O, OL)."""
     return _backward_bias(1, dy, device)
+
+
+# ----------------------------------------------------------------------------------------------
+# conv1d followed by max over positions (max-over-time pooling): the backward at the winners
+# ----------------------------------------------------------------------------------------------
+
+def conv1d_max_backward(dm, idx, x, w, stride=1, padding=0, dilation=1, *, device="cpu"):
+    """The gradients of m = max over positions of conv1d(x, w, b), Kim (2014)'s max-over-time
+    pooling: dm (N, O) = dL/dm, idx (N, O) the winning output positions (from
+    `global_pool(y, 'max', return_indices=True)`), x (N, C, L) and w (O, C, K) the convolution's
+    input and weight -> (dx (N, C, L), dw (O, C, K), db (O,)).
+
+    The same numbers as `conv1d_backward_*` applied to `global_pool_backward(dm, idx, y.shape,
+    'max')`, but only the winning window of each (n, o) is visited: N*O*C*K multiply-adds per
+    gradient instead of OL times as many. Channels-last memory is what it reads and writes: x
+    passed as `xt.transpose(0, 2, 1)` of an (N, L, C) array is used without a copy, and dx comes
+    back as such a view (dx.transpose(0, 2, 1) is C-contiguous). groups=1 only."""
+    for name, a in (("x", x), ("w", w)):
+        if isinstance(a, np.ndarray) and a.ndim != 3:
+            raise ValueError(f"{name} must have 3 dimensions {_layout(1, name)}, got shape "
+                             f"{a.shape}")
+    xt = as_float_array("x", x.transpose(0, 2, 1) if isinstance(x, np.ndarray) else x, 3,
+                        "(N, C, L)")
+    w = as_float_array("w", w, 3, _layout(1, "w"))
+    same_dtype(x=xt, w=w)
+    geom = conv_geometry(1, (xt.shape[0], xt.shape[2], xt.shape[1]), w.shape, stride, padding,
+                         dilation, 1)
+    dm = as_float_array("dm", dm, 2, "(N, O)")
+    if dm.shape != (geom.N, geom.O):
+        raise ValueError(f"dm has shape {dm.shape} but max pooling over the convolution's output "
+                         f"gives {(geom.N, geom.O)}; pass the gradient of the pooled output")
+    same_dtype(x=xt, dm=dm)
+    if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu" or idx.shape != dm.shape:
+        got = f"{idx.dtype} array of shape {idx.shape}" if isinstance(idx, np.ndarray) \
+            else type(idx).__name__
+        raise ValueError(f"idx must be the integer winner positions returned by "
+                         f"global_pool(y, 'max', return_indices=True), of shape {dm.shape}; "
+                         f"got {got}")
+    if idx.min() < 0 or idx.max() >= geom.OW:
+        raise ValueError(f"idx holds positions outside the convolution's {geom.OW} outputs "
+                         f"(min {idx.min()}, max {idx.max()}); pass the winners of this "
+                         f"convolution's output")
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    (_, s), ((_, _), (pl, _)), (_, d) = geom.stride, geom.pads, geom.dilation
+    wt = np.ascontiguousarray(w.transpose(0, 2, 1))
+    dxt = np.empty_like(xt)
+    dwt = np.empty_like(wt)
+    db = np.empty(geom.O, dtype=xt.dtype)
+    kernels_for(device).conv1d_max_backward(dxt, dwt, db, dm, idx, xt, wt, s, pl, d)
+    return dxt.transpose(0, 2, 1), np.ascontiguousarray(dwt.transpose(0, 2, 1)), db

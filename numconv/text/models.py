@@ -136,10 +136,12 @@ class KimCNN(Module):
                              f"(use numconv.text.train.pad_batch), got {ids.shape[1]}")
         if dev.on_gpu(self.embedding.weight):
             return self._forward_gpu(ids, lengths)
-        x = self.embedding.forward(ids).transpose(0, 2, 1)
+        # channels-last (N, T, C) memory, seen as (N, C, T): the convolutions copy it once into
+        # their own layout, and the backward at the max-pool winners reads it as it is
+        xt = self.embedding.forward(ids)
         if self.variant == "multichannel":
-            x = np.concatenate([x, self.embedding_static.forward(ids).transpose(0, 2, 1)], axis=1)
-        x = np.ascontiguousarray(x)
+            xt = np.concatenate([xt, self.embedding_static.forward(ids)], axis=2)
+        x = np.ascontiguousarray(xt).transpose(0, 2, 1)
         pooled, self._pool = [], []
         for conv, k in zip(self.convs(), self.widths):
             y = conv.forward(x)
@@ -175,21 +177,41 @@ class KimCNN(Module):
 
     def backward(self, dlogits):
         dh = F.relu_backward(self.dropout.backward(self.fc.backward(dlogits)), self._h)
-        gpu = dev.on_gpu(dh)
+        if not dev.on_gpu(dh):
+            return self._backward_cpu(dh)
         dx = None
         for i, (conv, (shape, idx)) in enumerate(zip(self.convs(), self._pool)):
-            if gpu:
-                dpool = dev.split_channels(dh, i * self.maps, self.maps)
-                d = conv.backward(dev.global_pool_backward(dpool, idx, shape, "max"))
-            else:
-                dpool = np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
-                d = conv.backward(ops.global_pool_backward(dpool, idx, shape, "max"))
+            dpool = dev.split_channels(dh, i * self.maps, self.maps)
+            d = conv.backward(dev.global_pool_backward(dpool, idx, shape, "max"))
             if d is not None:
                 dx = d if dx is None else F.add(dx, d)
         if dx is not None and not self.embedding.frozen:
             D = self.embedding.embedding_dim
-            self.embedding.backward(dev.transpose(dev.split_channels(dx, 0, D)) if gpu
-                                    else dx[:, :D].transpose(0, 2, 1))
+            self.embedding.backward(dev.transpose(dev.split_channels(dx, 0, D)))
+        return None
+
+    def _backward_cpu(self, dh):
+        """`backward` on the CPU: each convolution's gradients straight from its max-pool winners
+        (ops.conv1d_max_backward), without the dense output gradient; channels-last dx."""
+        dxt = None
+        for i, (conv, (_, idx)) in enumerate(zip(self.convs(), self._pool)):
+            dpool = np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
+            tied = isinstance(conv, TiedChannelConv1d)
+            w = conv._tiled() if tied else conv.params["weight"]
+            dx, dw, db = ops.conv1d_max_backward(dpool, idx, conv._x, w, device=conv.device)
+            if tied:
+                O, C, k = conv.params["weight"].shape
+                dw = dw.reshape(O, conv.copies, C, k).sum(axis=1)
+            conv.grads["weight"] += dw
+            if "bias" in conv.params:
+                conv.grads["bias"] += db
+            if conv.needs_input_grad:
+                if dxt is None:
+                    dxt = dx.transpose(0, 2, 1)     # the kernel's own (N, T, C) array
+                else:
+                    dxt += dx.transpose(0, 2, 1)
+        if dxt is not None and not self.embedding.frozen:
+            self.embedding.backward(dxt[:, :, :self.embedding.embedding_dim])
         return None
 
 

@@ -231,3 +231,24 @@ def test_every_launcher_runs_twice_to_the_same_bits():
     second = _pool_all(pcase, x, dy, "cuda")
     for name in first:
         assert_bitwise_equal(first[name], second[name], name)
+
+
+# ------------------------------------------------------- conv1d followed by max over positions
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("opts", [dict(), dict(stride=2, padding=1, dilation=2)])
+def test_conv1d_max_backward_against_reference(opts, dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 4, 9)).astype(dtype)
+    w = rng.standard_normal((5, 4, 3)).astype(dtype)
+    _, idx = nc.global_pool(nc.conv1d(x, w, device="reference", **opts), "max",
+                            return_indices=True, device="reference")
+    dm = rng.standard_normal(idx.shape).astype(dtype)
+    dm[1, 2] = 0
+    got = nc.conv1d_max_backward(dm, idx, x, w, device="cuda", **opts)
+    want = nc.conv1d_max_backward(dm, idx, x, w, device="reference", **opts)
+    for g, r in zip(got, want):
+        assert_close(g, r, dtype)
+    again = nc.conv1d_max_backward(dm, idx, x, w, device="cuda", **opts)
+    for g, a in zip(got, again):
+        assert_bitwise_equal(np.ascontiguousarray(g), np.ascontiguousarray(a))

@@ -12,6 +12,8 @@ same inputs give the same bits on every run.
 - weight gradient: one thread per (segment, dw element) sums its terms over one fixed segment of
   `config.CUDA_WGRAD_SEGMENT` output positions; a second kernel adds the segments in order (the
   CPU kernel's scheme). Segments give enough threads when there are few weights and many pixels.
+- conv1d followed by max over positions: one thread per dw element and per dx element, each
+  visiting only the winning windows (see the CPU twin).
 - bias gradient: one block per output channel; each thread sums a fixed stride of dy in float64,
   then the block adds the partial sums in a fixed tree order in shared memory.
 
@@ -170,6 +172,54 @@ def _bias_grad(threads):
     return bias_grad
 
 
+@cuda.jit
+def _max_weight_grad(dwt, dm, idx, xt, s, pl, d):
+    # One thread per dwt element (o, k, c), channels last; the batch's winners in order of n.
+    t = cuda.grid(1)
+    if t < dwt.size:
+        O, K, C = dwt.shape
+        o = t // (K * C)
+        k = (t // C) % K
+        c = t % C
+        acc = dwt.dtype.type(0)
+        for n in range(xt.shape[0]):
+            g = dm[n, o]
+            i = idx[n, o] * s - pl + k * d
+            if g != 0 and 0 <= i < xt.shape[1]:
+                acc += g * xt[n, i, c]
+        dwt[o, k, c] = acc
+
+
+@cuda.jit
+def _max_bias_grad(db, dm):
+    o = cuda.grid(1)
+    if o < db.shape[0]:
+        acc = 0.0
+        for n in range(dm.shape[0]):
+            acc += dm[n, o]
+        db[o] = acc
+
+
+@cuda.jit
+def _max_input_grad(dxt, dm, idx, wt, s, pl, d):
+    # One thread per dxt element (n, i, c): the winning windows that cover i, in order of o; the
+    # tap k of window t reading i is (i + pl - t*s) / d when that is a whole number in [0, K).
+    t = cuda.grid(1)
+    if t < dxt.size:
+        N, L, C = dxt.shape
+        n = t // (L * C)
+        i = (t // C) % L
+        c = t % C
+        K = wt.shape[1]
+        acc = dxt.dtype.type(0)
+        for o in range(wt.shape[0]):
+            g = dm[n, o]
+            r = i + pl - idx[n, o] * s
+            if g != 0 and r >= 0 and r % d == 0 and r // d < K:
+                acc += g * wt[o, r // d, c]
+        dxt[n, i, c] = acc
+
+
 # ----------------------------------------------------------------------------------------------
 # Launchers: same names and argument order as the reference and the CPU kernels
 # ----------------------------------------------------------------------------------------------
@@ -231,3 +281,20 @@ def conv2d_backward_bias(db, dy):
     threads = int(config.CUDA_THREADS_PER_BLOCK)
     _launch.launch(_bias_grad(threads), d_db.shape[0], threads, d_db, _launch.to_device(dy))
     _launch.copy_back(d_db, host)
+
+
+def conv1d_max_backward(dxt, dwt, db, dm, idx, xt, wt, s, pl, d):
+    """The gradients of m (N, O) = max over positions of conv1d(x, w, b), given dm and the winning
+    positions idx (N, O). Channels last: xt and dxt (N, L, C), wt and dwt (O, K, C)."""
+    opts = _ints(s, pl, d)
+    d_dm, d_idx = _launch.to_device(dm), _launch.to_device(idx)
+    d_dw, host_dw = _launch.output(dwt)
+    d_db, host_db = _launch.output(db)
+    d_dx, host_dx = _launch.output(dxt)
+    _launch.launch_1d(_max_weight_grad, d_dw.size, d_dw, d_dm, d_idx, _launch.to_device(xt),
+                      *opts)
+    _launch.launch_1d(_max_bias_grad, d_db.size, d_db, d_dm)
+    _launch.launch_1d(_max_input_grad, d_dx.size, d_dx, d_dm, d_idx, _launch.to_device(wt),
+                      *opts)
+    for dev, host in ((d_dw, host_dw), (d_db, host_db), (d_dx, host_dx)):
+        _launch.copy_back(dev, host)
