@@ -162,6 +162,24 @@ def conv_backward_weight(nd, dy, x, w_shape, stride=1, padding=0, dilation=1, gr
     return dw.reshape(geom.weight_shape)
 
 
+def conv1d_max_backward(dm, idx, xt, w):
+    """ops.conv1d_max_backward for device arrays, channels last: dm and idx (N, O), xt (N, L, C),
+    w (O, C, K) -> (dxt (N, L, C), dw (O, C, K), db (O,)). Stride 1, no padding or dilation (the
+    Kim CNN's convolutions)."""
+    from numconv import ops
+    _check("xt", xt, 3, w.dtype)
+    _check("dm", dm, 2, w.dtype)
+    N, L, C = xt.shape
+    geom = ops.conv_geometry(1, (N, C, L), tuple(w.shape))
+    if tuple(dm.shape) != (N, geom.O) or tuple(idx.shape) != (N, geom.O):
+        raise ValueError(f"dm and idx must have shape {(N, geom.O)}, got {tuple(dm.shape)} and "
+                         f"{tuple(idx.shape)}")
+    wt = transpose(w)
+    dxt, dwt, db = empty(xt.shape, xt.dtype), empty(wt.shape, w.dtype), empty(geom.O, w.dtype)
+    _gpu_kernels().conv1d_max_backward(dxt, dwt, db, dm, idx, xt, wt, 1, 0, 1)
+    return dxt, transpose(dwt), db
+
+
 def conv_backward_bias(nd, dy):
     db = empty(dy.shape[1], dy.dtype)
     _gpu_kernels().conv2d_backward_bias(db, _as4d(dy, nd))

@@ -155,9 +155,12 @@ class KimCNN(Module):
 
     def _forward_gpu(self, ids, lengths):
         """`forward` with the model on the GPU: the same steps on device arrays."""
-        x = dev.transpose(self.embedding.forward(ids))
+        # each channel's (N, T, D) vectors are kept for the backward at the max-pool winners
+        self._parts = [self.embedding.forward(ids)]
         if self.variant == "multichannel":
-            x = dev.concat_channels([x, dev.transpose(self.embedding_static.forward(ids))])
+            self._parts.append(self.embedding_static.forward(ids))
+        x = dev.concat_channels([dev.transpose(p) for p in self._parts]) \
+            if len(self._parts) > 1 else dev.transpose(self._parts[0])
         lengths = dev.to_device(np.asarray(lengths, dtype=np.int64))
         pooled, self._pool = [], []
         for conv, k in zip(self.convs(), self.widths):
@@ -179,15 +182,24 @@ class KimCNN(Module):
         dh = F.relu_backward(self.dropout.backward(self.fc.backward(dlogits)), self._h)
         if not dev.on_gpu(dh):
             return self._backward_cpu(dh)
-        dx = None
-        for i, (conv, (shape, idx)) in enumerate(zip(self.convs(), self._pool)):
+        # On the GPU: a tied (multichannel) filter's output is the sum of the same filter over
+        # each channel, so its weight gradient is the sum of one winners-only gradient per
+        # channel, and the input gradient (which does not depend on x) is the same for both.
+        dxt = None
+        for i, (conv, (_, idx)) in enumerate(zip(self.convs(), self._pool)):
             dpool = dev.split_channels(dh, i * self.maps, self.maps)
-            d = conv.backward(dev.global_pool_backward(dpool, idx, shape, "max"))
-            if d is not None:
-                dx = d if dx is None else F.add(dx, d)
-        if dx is not None and not self.embedding.frozen:
-            D = self.embedding.embedding_dim
-            self.embedding.backward(dev.transpose(dev.split_channels(dx, 0, D)))
+            dw = None
+            for part in self._parts:
+                dx, dw_part, db = dev.conv1d_max_backward(dpool, idx, part,
+                                                          conv.params["weight"])
+                dw = dw_part if dw is None else F.add(dw, dw_part)
+            F.accumulate(conv.grads["weight"], dw)
+            if "bias" in conv.params:
+                F.accumulate(conv.grads["bias"], db)
+            if conv.needs_input_grad:
+                dxt = dx if dxt is None else F.add(dxt, dx)
+        if dxt is not None and not self.embedding.frozen:
+            self.embedding.backward(dxt)
         return None
 
     def _backward_cpu(self, dh):
