@@ -108,13 +108,6 @@ def test_finite_differences_float64():
         np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
 
 
-@pytest.fixture
-def restore_threads():
-    n = numba.get_num_threads()
-    yield
-    numba.set_num_threads(n)
-
-
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_bit_identical_across_thread_counts_and_repeats(dtype, restore_threads):

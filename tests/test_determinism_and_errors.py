@@ -99,13 +99,6 @@ def test_repeats_are_bit_identical(op, dtype):
             assert_bitwise_equal(a, b, op)
 
 
-@pytest.fixture
-def restore_threads():
-    n = numba.get_num_threads()
-    yield
-    numba.set_num_threads(n)
-
-
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("op", sorted(OPS))
