@@ -87,7 +87,9 @@ def bench_conll(args):
                      vectors=args.vectors, variant=args.variant, epochs=args.epochs, seed=args.seed,
                      threads=args.threads, hidden=args.hidden, lr=args.lr,
                      min_freq=args.min_freq, dropout=args.dropout, decode=args.decode,
-                     schedule=args.schedule, loss=args.loss,
+                     schedule=args.schedule, loss=args.loss, window=args.window,
+                     batch_size=args.batch_size, feature_dim=args.feature_dim,
+                     activation=args.activation, patience=args.patience,
                      features=tuple(f for f in (args.features or "").split(",") if f))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,6 +224,11 @@ def main():
     p.add_argument("--patience", type=int)
     p.add_argument("--embed-dim", type=int)
     p.add_argument("--hidden", type=int, default=300)
+    p.add_argument("--window", type=int, default=5, help="conll2000: the tagger's window.")
+    p.add_argument("--batch-size", type=int, help="Sentences per batch (default: the recipe's).")
+    p.add_argument("--feature-dim", type=int, default=10,
+                   help="conll2000: size of each --features column's vectors.")
+    p.add_argument("--activation", default="hardtanh", choices=["hardtanh", "relu"])
     p.add_argument("--lr", type=float)
     p.add_argument("--decode", default="viterbi", choices=["viterbi", "argmax"])
     p.add_argument("--loss", default="wll", choices=["wll", "sll"],
