@@ -32,7 +32,8 @@ def _mr_config(args):
     from numconv.text.train import TextConfig
     cfg = TextConfig(model="kim", dataset=os.path.join(SHARED, "mr"), variant=args.variant,
                      vectors=args.vectors, epochs=args.epochs, cv=args.folds, seed=args.seed,
-                     threads=args.threads, embed_dim=args.embed_dim, patience=args.patience)
+                     threads=args.threads, embed_dim=args.embed_dim, patience=args.patience,
+                     vectors_scale=args.vectors_scale)
     return cfg.resolve()
 
 
@@ -47,7 +48,8 @@ def _mr_fold(args, k, quiet=False):
     with tempfile.TemporaryDirectory() as tmp:
         s = _train_one(cfg, load_data(cfg), os.path.join(tmp, f"fold-{k + 1}"), k,
                        None if quiet else _print_cb())
-    return k, s["test"]["acc"], s["test"]["bag_of_words_acc"], s["best_epoch"]
+    return k, s["test"]["acc"], s["test"]["bag_of_words_acc"], s["best_epoch"], \
+        s["best_val_score"]
 
 
 def bench_mr(args):
@@ -62,21 +64,23 @@ def bench_mr(args):
         import multiprocessing
         args.threads = 1
         with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-            for k, acc, bow, best in ex.map(_mr_fold, [args] * len(folds), folds,
-                                            [True] * len(folds)):
-                results.append((acc, bow))
-                print(f"fold {k + 1}: CNN {acc:.4f}  bag-of-words {bow:.4f}  (best epoch {best})",
-                      flush=True)
+            runs = ex.map(_mr_fold, [args] * len(folds), folds, [True] * len(folds))
+            for k, acc, bow, best, val in runs:
+                results.append((acc, bow, val))
+                print(f"fold {k + 1}: CNN {acc:.4f}  bag-of-words {bow:.4f}  (best epoch {best}, "
+                      f"validation {val:.4f})", flush=True)
     else:
         for k in folds:
-            _, acc, bow, best = _mr_fold(args, k)
-            results.append((acc, bow))
-            print(f"fold {k + 1}: CNN {acc:.4f}  bag-of-words {bow:.4f}  (best epoch {best})",
-                  flush=True)
+            _, acc, bow, best, val = _mr_fold(args, k)
+            results.append((acc, bow, val))
+            print(f"fold {k + 1}: CNN {acc:.4f}  bag-of-words {bow:.4f}  (best epoch {best}, "
+                  f"validation {val:.4f})", flush=True)
     a = np.array([r[0] for r in results])
-    print(f"MR Kim CNN-{args.variant}{' + ' + args.vectors if args.vectors else ''}: "
+    scale = f" x {args.vectors_scale:g}" if args.vectors_scale != 1 else ""
+    print(f"MR Kim CNN-{args.variant}{' + ' + args.vectors + scale if args.vectors else ''}: "
           f"{len(a)} of {args.folds} folds, accuracy {100 * a.mean():.2f} +- "
-          f"{100 * (a.std(ddof=1) if len(a) > 1 else 0):.2f}; bag-of-words "
+          f"{100 * (a.std(ddof=1) if len(a) > 1 else 0):.2f}; validation "
+          f"{100 * np.mean([r[2] for r in results]):.2f}; bag-of-words "
           f"{100 * np.mean([r[1] for r in results]):.2f}; {time.perf_counter() - t0:.0f} s")
 
 
@@ -218,6 +222,8 @@ def main():
     p.add_argument("which", choices=["mr", "conll2000", "speed"])
     p.add_argument("--variant", default="rand")
     p.add_argument("--vectors")
+    p.add_argument("--vectors-scale", type=float, default=1.0,
+                   help="Multiply the pretrained vectors by this (TextConfig.vectors_scale).")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--max-folds", type=int, help="Run only the first N folds (time budget).")
     p.add_argument("--epochs", type=int)

@@ -260,3 +260,34 @@ def test_window_tagger_static_variant_keeps_the_pretrained_vectors(tmp_path):
         result = CliRunner().invoke(main, ["train-text", "--model", "window", "--dataset",
                                            str(tmp_path), "--run-dir", str(tmp_path / "x")] + args)
         assert result.exit_code != 0 and needle in result.output, result.output
+
+
+def test_vectors_scale_multiplies_the_pretrained_vectors_and_the_unknown_words_spread(tmp_path):
+    from numconv.text.train import load_text_run
+    _tiny_conll(tmp_path)
+    rng = np.random.default_rng(5)
+    words = ["the", "dog", "cat", "paris", "runs", "sees", "likes", "."]    # no ibm, bank
+    vec = tmp_path / "vectors.txt"
+    vec.write_text("".join(f"{w} " + " ".join(f"{v:.4f}" for v in 3 * rng.standard_normal(6))
+                           + "\n" for w in words))
+    table = {line.split()[0]: np.array(line.split()[1:], np.float32)
+             for line in vec.read_text().splitlines()}
+    run = str(tmp_path / "scaled")
+    result = CliRunner().invoke(main, ["train-text", "--model", "window", "--dataset",
+                                       str(tmp_path), "--epochs", "1", "--hidden", "8",
+                                       "--vectors", str(vec), "--variant", "static",
+                                       "--vectors-scale", "0.5", "--run-dir", run])
+    assert result.exit_code == 0, result.output
+    doc, _, vocab, model = load_text_run(run)
+    assert doc["vectors_scale"] == 0.5
+    weight = model.embedding.weight
+    for w in ("dog", "sees", "."):
+        np.testing.assert_array_equal(weight[vocab.index[w]], 0.5 * table[w])
+    spread = np.sqrt(3 * np.var(np.stack(list(table.values())))) * 0.5
+    unknown = [i for i, w in enumerate(vocab.words) if i > 1 and w not in table]
+    assert unknown and np.abs(weight[unknown]).max() <= spread * 1.01
+    for args, needle in [(["--vectors-scale", "0"], "--vectors-scale must be a number > 0"),
+                         (["--vectors-scale", "2"], "give --vectors too")]:
+        result = CliRunner().invoke(main, ["train-text", "--model", "window", "--dataset",
+                                           str(tmp_path), "--run-dir", str(tmp_path / "x")] + args)
+        assert result.exit_code != 0 and needle in result.output, result.output

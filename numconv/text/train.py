@@ -67,6 +67,7 @@ class TextConfig:
                                        # static freezes --vectors, else they are fine-tuned
     vectors: str = None                # file path or 'glove-6b-50d'
     vectors_format: str = "auto"
+    vectors_scale: float = 1.0         # every pretrained vector multiplied by this at the start
     text_column: str = None
     label_column: str = None
     tags: str = None                   # tagging: pos, chunk, ner (CoNLL column)
@@ -159,6 +160,10 @@ class TextConfig:
         if self.model == "kim" and self.variant != "rand" and not self.vectors:
             raise ValueError(f"--variant {self.variant} needs --vectors (a GloVe/word2vec/"
                              f"fastText file, or glove-6b-50d)")
+        if not (isinstance(self.vectors_scale, (int, float)) and self.vectors_scale > 0):
+            raise ValueError(f"--vectors-scale must be a number > 0, got {self.vectors_scale!r}")
+        if self.vectors_scale != 1 and not self.vectors:
+            raise ValueError("--vectors-scale rescales pretrained vectors: give --vectors too")
         self.device = resolve_run_device(self.device)
         return self
 
@@ -342,6 +347,10 @@ def _vocab_and_vectors(cfg, train, others):
     vocab = Vocabulary(keep)
     rows = np.array([candidates.index[w] for w in vocab.words])
     pre.table, pre.found = pre.table[rows], pre.found[rows]
+    if cfg.vectors_scale != 1:
+        # the words without a vector follow: their U[-a, a] is matched to the scaled variance
+        pre.table = pre.table * np.float32(cfg.vectors_scale)
+        pre.variance = pre.variance * cfg.vectors_scale ** 2
     rng = np.random.default_rng([cfg.seed, 3])
     table = pre.embedding_matrix(rng)
     train_words = [i for i, w in enumerate(vocab.words) if w in base.index and i > 1]
