@@ -38,7 +38,7 @@ def _features(ctx, param, value):
               default="auto", show_default=True, help="Format of the --vectors file.")
 @click.option("--vectors-scale", type=float, default=1.0, show_default=True,
               help="Multiply every pretrained vector by this before training (the unknown words' "
-                   "U[-a, a] follows). GloVe 6B 50-d's components spread about 0.68; Kim's "
+                   "U[-a, a] follows). GloVe 6B 50-d's components spread about 0.65; Kim's "
                    "U[-0.25, 0.25] about 0.14, i.e. a scale near 0.2.")
 @click.option("--text-column", help="Text column of a csv/tsv/jsonl/parquet file.")
 @click.option("--label-column", help="Label column of a csv/tsv/jsonl/parquet file.")
