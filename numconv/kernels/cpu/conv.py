@@ -7,8 +7,9 @@ product W_g (Og, Cg*KH*KW) @ col (Cg*KH*KW, tn). Tiles are independent, so they 
 no shared writes; tile sizes depend only on shapes (numconv.config), never on the thread count.
 
 - forward: y = W @ col per tile, scattered back to (N, O, OH, OW) with the bias added.
-- weight gradient: dW = sum over tiles of dY_tile @ col_tile^T. Tiles are grouped into fixed segments
-  whose partial sums are reduced in a fixed order: no atomics, the same bits every run.
+- weight gradient: dW = sum over column chunks of dY_chunk @ col_chunk^T, chunks larger than the
+  forward's tiles (a long reduction per product). Chunks are grouped into fixed segments whose
+  partial sums are reduced in a fixed order: no atomics, the same bits every run.
 - input gradient: dcol = W^T @ dY for a block of output rows, then each input pixel *gathers* the
   dcol entries that read it (col2im as a gather), so no two tasks write the same dx element.
 - conv1d followed by max over positions (Kim's max-over-time pooling): dy is zero but at one
