@@ -19,6 +19,13 @@ CPU_TILE_MAX_COLS = 4096
 CPU_WGRAD_CHUNK_BYTES = 2 * 1024 * 1024
 CPU_WGRAD_MAX_SEGMENTS = 32
 
+# The window tagger's layers on the CPU (numconv.kernels.cpu.windows): products over the real
+# tokens' windows are cut into row blocks of at least this many rows (at most CPU_MIN_TASKS).
+CPU_WINDOW_MIN_ROWS = 64
+
+# Host arrays of at least this many elements are zeroed by Numba's threads (zero_grad).
+CPU_PARALLEL_ZERO_MIN = 1 << 16
+
 # CUDA launch configuration (numconv.kernels.cuda). Threads per block of the one-thread-per-element
 # kernels and of the one-block-per-output reductions (bias gradients, batch statistics, the loss;
 # any positive count; a multiple of 32 fills warps).

@@ -308,32 +308,104 @@ class WindowTagger(Module):
             parts.append(self.caps.forward(caps))
         for (name, _), f in zip(self.features, feats):
             parts.append(getattr(self, f"feature_{name}").forward(f))
-        if dev.on_gpu(parts[0]):
-            # concatenating on axis 2 then transposing = transposing each, then concatenating
-            x = dev.concat_channels([dev.transpose(p) for p in parts]) if len(parts) > 1 else \
-                dev.transpose(parts[0])
-        else:
-            x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
-            x = np.ascontiguousarray(x.transpose(0, 2, 1))
+        if not dev.on_gpu(parts[0]):
+            return self._forward_cpu(parts, batch[2])
+        # concatenating on axis 2 then transposing = transposing each, then concatenating
+        x = dev.concat_channels([dev.transpose(p) for p in parts]) if len(parts) > 1 else \
+            dev.transpose(parts[0])
         h = self.act.forward(self.conv.forward(x))
         if self.hidden_dropout:
             h = self.dropout.forward(h)
         return self.out.forward(h)
 
+    # On the CPU the two layers run on the real tokens' windows only (numconv.kernels.cpu.windows):
+    # the same numbers as Conv1d over the padded batch at the real tokens, without the batch
+    # padding's share of the work; logits at padding positions are 0.
+
+    def _forward_cpu(self, parts, lengths):
+        from numconv.kernels.cpu import windows as K
+        xt = np.ascontiguousarray(np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0])
+        N, Tp, C = xt.shape
+        T = Tp - 2 * self.pad
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if lengths.shape != (N,) or lengths.min(initial=1) < 1 or lengths.max(initial=0) > T:
+            raise ValueError(f"lengths must give each of the {N} sentences a length in [1, {T}], "
+                             f"got {lengths.tolist()}")
+        starts = np.zeros(N + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        Q, w = int(starts[-1]), self.window
+        col = np.empty((Q, w * C), xt.dtype)
+        K.gather_windows(col, xt, starts, w)
+        W2 = np.ascontiguousarray(self.conv.params["weight"].transpose(0, 2, 1)).reshape(-1, w * C)
+        z = np.empty((Q, W2.shape[0]), xt.dtype)
+        K.matmul_nt(z, col, W2)
+        z += self.conv.params["bias"]
+        h = self.act.forward(z)
+        n_idx = np.repeat(np.arange(N), lengths)
+        t_idx = np.arange(Q) - starts[n_idx]
+        mask = None
+        if self.hidden_dropout and self.dropout.training:
+            d = self.dropout                 # the dense (N, H, T) mask, at the real tokens
+            dense = F.dropout_mask((N, W2.shape[0], T), d.p, d.seed, d.step, xt.dtype)
+            mask = np.ascontiguousarray(dense.transpose(0, 2, 1)[n_idx, t_idx])
+            h = h * mask
+        Wo = self.out.params["weight"][:, :, 0]
+        scores = np.empty((Q, Wo.shape[0]), xt.dtype)
+        K.matmul_nt(scores, h, np.ascontiguousarray(Wo))
+        scores += self.out.params["bias"]
+        logits = np.zeros((N, Wo.shape[0], T), xt.dtype)
+        logits.transpose(0, 2, 1)[n_idx, t_idx] = scores
+        self._cpu = dict(xt_shape=xt.shape, starts=starts, col=col, W2=W2, h=h, mask=mask,
+                         n_idx=n_idx, t_idx=t_idx)
+        return logits
+
+    def _backward_cpu(self, dlogits):
+        from numconv.kernels.cpu import windows as K
+        c = self._cpu
+        dscores = np.ascontiguousarray(dlogits.transpose(0, 2, 1)[c["n_idx"], c["t_idx"]])
+        Wo = np.ascontiguousarray(self.out.params["weight"][:, :, 0])
+        dWo = np.empty_like(Wo)
+        K.matmul_tn(dWo, dscores, c["h"])
+        self.out.grads["weight"] += dWo[:, :, None]
+        dbo = np.empty(Wo.shape[0], Wo.dtype)
+        K.column_sums(dbo, dscores)
+        self.out.grads["bias"] += dbo
+        dh = np.empty_like(c["h"])
+        K.matmul_nn(dh, dscores, Wo)
+        if c["mask"] is not None:
+            dh *= c["mask"]
+        dz = np.ascontiguousarray(self.act.backward(dh))
+        W2 = c["W2"]
+        dW2 = np.empty_like(W2)
+        K.matmul_tn(dW2, dz, c["col"])
+        H, C = W2.shape[0], c["xt_shape"][2]
+        self.conv.grads["weight"] += dW2.reshape(H, self.window, C).transpose(0, 2, 1)
+        db = np.empty(H, W2.dtype)
+        K.column_sums(db, dz)
+        self.conv.grads["bias"] += db
+        dcol = np.empty_like(c["col"])
+        K.matmul_nn(dcol, dz, W2)
+        dxt = np.empty(c["xt_shape"], W2.dtype)
+        K.scatter_windows(dxt, dcol, c["starts"], self.window)
+        start = 0
+        for layer in self._inputs():
+            stop = start + layer.embedding_dim
+            layer.backward(dxt[:, :, start:stop])
+            start = stop
+        return None
+
     def backward(self, dlogits):
+        if not dev.on_gpu(dlogits):
+            return self._backward_cpu(dlogits)
         dh = self.out.backward(dlogits)
         if self.hidden_dropout:
             dh = self.dropout.backward(dh)
         dx = self.conv.backward(self.act.backward(dh))
-        gpu = dev.on_gpu(dx)
         start = 0
         for layer in self._inputs():
-            stop = start + layer.embedding_dim
-            if not gpu:
-                layer.backward(dx[:, start:stop].transpose(0, 2, 1))
-            elif not layer.frozen:
+            if not layer.frozen:
                 layer.backward(dev.transpose(dev.split_channels(dx, start, layer.embedding_dim)))
-            start = stop
+            start += layer.embedding_dim
         return None
 
 
