@@ -87,12 +87,9 @@ class Module:
         return sum(p.size for _, p, _ in self.named_parameters())
 
     def zero_grad(self):
+        from numconv.ops.nn import zero_
         for _, _, g in self.named_parameters():
-            if on_gpu(g):
-                from numconv.kernels.cuda.nn import fill_
-                fill_(g, 0)
-            else:
-                g[...] = 0
+            zero_(g)
 
     supports_cuda = True   # a layer without a GPU path sets False, and .to("cuda") refuses
 

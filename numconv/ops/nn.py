@@ -17,6 +17,7 @@ import importlib
 import numpy as np
 from numba import njit, prange
 
+from numconv import config
 from numconv.kernels import nn as elements
 from numconv.kernels.cpu import linear as cpu_linear
 from numconv.ops._device import kernels_for
@@ -110,6 +111,24 @@ def _hardtanh_cpu(out, x):
 def _hardtanh_grad_cpu(out, dy, x):
     for i in prange(dy.size):
         out[i] = _hardtanh_grad(dy, x, i)
+
+
+@njit(parallel=True, cache=True)
+def _zero_cpu(flat):
+    for i in prange(flat.size):
+        flat[i] = 0
+
+
+def zero_(a):
+    """a[...] = 0 in place, on either device; a large C-contiguous host array is cleared by
+    Numba's threads (an embedding table's gradient is megabytes, cleared every step)."""
+    if on_gpu(a):
+        from numconv.kernels.cuda.nn import fill_
+        fill_(a, 0)
+    elif a.size >= config.CPU_PARALLEL_ZERO_MIN and a.flags.c_contiguous:
+        _zero_cpu(a.reshape(-1))
+    else:
+        a[...] = 0
 
 
 def _flat_map(kernel, *arrays):
