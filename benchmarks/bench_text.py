@@ -172,39 +172,39 @@ def bench_speed(args):
                   f"ratio {r[0] / r[1]:.2f}", flush=True)
     print("window tagger training (forward, backward, Adam), tokens/s:")
     for D in (50, 300):
-        B = 32
-        sents = [rng.integers(1, V, rng.integers(15, 35)) for _ in range(B)]
-        m = WindowTagger(V, 23, embed_dim=D, window=5, hidden=300)
-        ids, lengths = pad_batch(sents, m.pad)
-        caps, _ = pad_batch([np.ones(len(s), np.int64) for s in sents], m.pad)
-        T = ids.shape[1] - 2 * m.pad
-        tags = rng.integers(0, 23, (B, T))
-        mask = np.arange(T)[None, :] < lengths[:, None]
-        opt = Adam(m.named_parameters())
+        for B in (32, 50, 256):    # 32: Collobert et al.'s recipe; 50, 256 as for the Kim CNN
+            sents = [rng.integers(1, V, rng.integers(15, 35)) for _ in range(B)]
+            m = WindowTagger(V, 23, embed_dim=D, window=5, hidden=300)
+            ids, lengths = pad_batch(sents, m.pad)
+            caps, _ = pad_batch([np.ones(len(s), np.int64) for s in sents], m.pad)
+            T = ids.shape[1] - 2 * m.pad
+            tags = rng.integers(0, 23, (B, T))
+            mask = np.arange(T)[None, :] < lengths[:, None]
+            opt = Adam(m.named_parameters())
 
-        def ours():
-            m.zero_grad()
-            _, d, _, _ = tagging_loss(loss_fn, m.forward((ids, caps, lengths)), tags, mask)
-            m.backward(d)
-            opt.step()
-        tnn = torch.nn
-        temb, tcap = tnn.Embedding(V, D), tnn.Embedding(6, 5)
-        tnet = tnn.Sequential(tnn.Conv1d(D + 5, 300, 5), tnn.Hardtanh(), tnn.Conv1d(300, 23, 1))
-        params = list(temb.parameters()) + list(tcap.parameters()) + list(tnet.parameters())
-        topt = torch.optim.Adam(params)
-        tids, tcaps = torch.tensor(ids), torch.tensor(caps)
-        ttags, tmask = torch.tensor(tags), torch.tensor(mask)
+            def ours():
+                m.zero_grad()
+                _, d, _, _ = tagging_loss(loss_fn, m.forward((ids, caps, lengths)), tags, mask)
+                m.backward(d)
+                opt.step()
+            tnn = torch.nn
+            temb, tcap = tnn.Embedding(V, D), tnn.Embedding(6, 5)
+            tnet = tnn.Sequential(tnn.Conv1d(D + 5, 300, 5), tnn.Hardtanh(), tnn.Conv1d(300, 23, 1))
+            params = list(temb.parameters()) + list(tcap.parameters()) + list(tnet.parameters())
+            topt = torch.optim.Adam(params)
+            tids, tcaps = torch.tensor(ids), torch.tensor(caps)
+            ttags, tmask = torch.tensor(tags), torch.tensor(mask)
 
-        def theirs():
-            topt.zero_grad()
-            x = torch.cat([temb(tids), tcap(tcaps)], 2).transpose(1, 2)
-            logits = tnet(x).transpose(1, 2)[tmask]
-            torch.nn.functional.cross_entropy(logits, ttags[tmask]).backward()
-            topt.step()
-        n = int(mask.sum())
-        r = _rates((ours, theirs), n, args.steps, args.rounds)
-        print(f"  D={D:3d} batch {B}: numconv {r[0]:8.0f}  torch {r[1]:8.0f}  "
-              f"ratio {r[0] / r[1]:.2f}", flush=True)
+            def theirs():
+                topt.zero_grad()
+                x = torch.cat([temb(tids), tcap(tcaps)], 2).transpose(1, 2)
+                logits = tnet(x).transpose(1, 2)[tmask]
+                torch.nn.functional.cross_entropy(logits, ttags[tmask]).backward()
+                topt.step()
+            n = int(mask.sum())
+            r = _rates((ours, theirs), n, args.steps, args.rounds)
+            print(f"  D={D:3d} batch {B:3d}: numconv {r[0]:8.0f}  torch {r[1]:8.0f}  "
+                  f"ratio {r[0] / r[1]:.2f}", flush=True)
 
 
 def _rates(fns, items, steps, rounds):

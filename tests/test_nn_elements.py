@@ -116,3 +116,26 @@ def test_cross_entropy_rows(f):
         assert_close(d, want)
     ties = np.array([[0.0, 1, 1], [2, 0, 2]])
     assert [f["argmax_row"](ties, n) for n in range(2)] == [1, 0]
+
+
+def test_softmax_cross_entropy_against_numpy_and_bad_labels():
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((40, 5)) * 20).astype(np.float32)
+    logits[3] += 1e4                                      # log-sum-exp: no overflow
+    labels = rng.integers(0, 5, 40)
+    w = (rng.random(40) > 0.3).astype(np.float64)
+    for smoothing, weights in ((0.0, None), (0.1, w)):
+        loss, d = F.softmax_cross_entropy(logits, labels, smoothing, weights)
+        z = logits.astype(np.float64)
+        logp = z - z.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        target = np.full(z.shape, smoothing / 5)
+        target[np.arange(40), labels] += 1 - smoothing
+        ww = np.ones(40) if weights is None else weights
+        np.testing.assert_allclose(loss, -(ww[:, None] * target * logp).sum() / ww.sum(),
+                                   rtol=1e-7)        # summed by rows, then over rows
+        assert d.dtype == np.float32
+        assert_close(d, (np.exp(logp) - target) * (ww / ww.sum())[:, None])
+    for bad in (np.full(40, 5), np.full(40, -1), labels[:3]):
+        with pytest.raises(ValueError, match="labels must be 40 class indices in"):
+            F.softmax_cross_entropy(logits, bad)

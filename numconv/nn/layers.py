@@ -262,6 +262,10 @@ class ReLU(Module):
     def backward(self, dy):
         return F.relu_backward(dy, self._y)
 
+    def backward_inplace(self, dy):
+        """`backward`, overwriting dy (a host array the caller owns)."""
+        return F.relu_backward(dy, self._y, inplace=True)
+
 
 class Tanh(Module):
     """tanh, or LeCun's scaled A tanh(S a) with A = 1.7159, S = 2/3 when `lecun=True`."""
@@ -294,6 +298,10 @@ class HardTanh(Module):
 
     def backward(self, dy):
         return F.hardtanh_backward(dy, self._x)
+
+    def backward_inplace(self, dy):
+        """`backward`, overwriting dy (a host array the caller owns)."""
+        return F.hardtanh_backward(dy, self._x, inplace=True)
 
 
 class Identity(Module):

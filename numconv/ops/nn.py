@@ -87,6 +87,7 @@ LECUN_A, LECUN_S = 1.7159, 2.0 / 3.0   # LeCun et al. 1998, appendix A: f(a) = A
 _shared = elements.compile_for(njit, cache=True)
 _relu, _relu_grad = _shared["relu_element"], _shared["relu_grad_element"]
 _hardtanh, _hardtanh_grad = _shared["hardtanh_element"], _shared["hardtanh_grad_element"]
+_cross_entropy_row = _shared["cross_entropy_row"]
 
 
 @njit(parallel=True, cache=True)
@@ -145,6 +146,21 @@ def _flat_map(kernel, *arrays):
     return out.reshape(first.shape)
 
 
+def _flat_map_into_first(kernel, *arrays):
+    """_flat_map writing into the first array (a C-contiguous host array) instead of a new one;
+    each element is read before it is overwritten. Other layouts fall back to _flat_map."""
+    first = arrays[0]
+    if not (first.flags.c_contiguous and first.flags.writeable):
+        return _flat_map(kernel, *arrays)
+    for a in arrays[1:]:
+        if a.shape != first.shape:
+            raise ValueError(f"activation gradient: shapes differ, {first.shape} and {a.shape}")
+    flat = [a.reshape(-1) for a in (first,)] + \
+        [np.ascontiguousarray(a, first.dtype).reshape(-1) for a in arrays[1:]]
+    kernel(flat[0], *flat)
+    return first
+
+
 def relu_forward(x):
     gpu = _gpu(x=x)
     if gpu:
@@ -152,12 +168,13 @@ def relu_forward(x):
     return _flat_map(_relu_cpu, x)
 
 
-def relu_backward(dy, y):
-    """dx = dy where the unit was active (y > 0); the kink at 0 takes the zero side."""
+def relu_backward(dy, y, inplace=False):
+    """dx = dy where the unit was active (y > 0); the kink at 0 takes the zero side.
+    inplace=True: dx overwrites dy (a host array the caller owns), with no new allocation."""
     gpu = _gpu(dy=dy, y=y)
     if gpu:
         return gpu.relu_backward(dy, y)
-    return _flat_map(_relu_grad_cpu, dy, y)
+    return (_flat_map_into_first if inplace else _flat_map)(_relu_grad_cpu, dy, y)
 
 
 def tanh_forward(x, scale=1.0, slope=1.0):
@@ -196,11 +213,12 @@ def hardtanh_forward(x):
     return _flat_map(_hardtanh_cpu, x)
 
 
-def hardtanh_backward(dy, x):
+def hardtanh_backward(dy, x, inplace=False):
+    """dx = dy where -1 < x < 1; inplace=True as for relu_backward."""
     gpu = _gpu(dy=dy, x=x)
     if gpu:
         return gpu.hardtanh_backward(dy, x)
-    return _flat_map(_hardtanh_grad_cpu, dy, x)
+    return (_flat_map_into_first if inplace else _flat_map)(_hardtanh_grad_cpu, dy, x)
 
 
 # ---------------------------------------------------------------------------------------- linear
@@ -373,16 +391,26 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, weights=None):
     if gpu:
         return gpu.softmax_cross_entropy(logits, labels, label_smoothing, weights)
     N, K = logits.shape
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    logsumexp = np.log(np.exp(z).sum(axis=1, keepdims=True))
-    logp = z - logsumexp
-    target = np.full((N, K), label_smoothing / K)
-    target[np.arange(N), labels] += 1.0 - label_smoothing
-    w = np.ones(N) if weights is None else np.asarray(weights, dtype=np.float64)
-    total = max(w.sum(), 1e-12)
-    loss = float(-(w[:, None] * target * logp).sum() / total)
-    dlogits = (np.exp(logp) - target) * (w[:, None] / total)
-    return loss, dlogits.astype(logits.dtype)
+    w = np.ones(N) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    total = max(float(w.sum()), 1e-12)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if labels.shape != (N,) or (N and (labels.min() < 0 or labels.max() >= K)):
+        raise ValueError(f"labels must be {N} class indices in [0, {K}) for logits of shape "
+                         f"{logits.shape}; got shape {labels.shape}"
+                         + (f", values {labels.min()}..{labels.max()}" if labels.size else ""))
+    dlogits = np.empty((N, K), dtype=logits.dtype)
+    row_loss = np.empty(N)
+    _softmax_xent_rows(dlogits, row_loss, np.ascontiguousarray(logits), labels,
+                       float(label_smoothing), w, total)
+    return float(row_loss.sum() / total), dlogits
+
+
+@njit(parallel=True, cache=True)
+def _softmax_xent_rows(dlogits, row_loss, logits, labels, smoothing, w, total):
+    """Row n's weighted loss into row_loss[n] and its gradient into dlogits[n] (the function the
+    CUDA kernel runs per row); the caller sums row_loss in order."""
+    for n in prange(logits.shape[0]):
+        row_loss[n] = _cross_entropy_row(dlogits, logits, labels, w, True, n, smoothing, total)
 
 
 def count_correct(logits, labels):

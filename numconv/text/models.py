@@ -374,7 +374,7 @@ class WindowTagger(Module):
         K.matmul_nn(dh, dscores, Wo)
         if c["mask"] is not None:
             dh *= c["mask"]
-        dz = np.ascontiguousarray(self.act.backward(dh))
+        dz = self.act.backward_inplace(dh)          # dh is this step's own array
         W2 = c["W2"]
         dW2 = np.empty_like(W2)
         K.matmul_tn(dW2, dz, c["col"])
