@@ -22,6 +22,7 @@ from numba import njit, prange
 
 from numconv import config
 from numconv.kernels.cpu._blas import single_threaded_blas
+from numconv.kernels.cpu.linear import linear_backward_bias
 
 
 @njit(parallel=True, cache=True)
@@ -93,14 +94,6 @@ def _sum_parts(out, part):
             out[i] += part[s, i]
 
 
-@njit(cache=True)
-def _column_sums(out, a):
-    out[:] = 0
-    for q in range(a.shape[0]):
-        for o in range(a.shape[1]):
-            out[o] += a[q, o]
-
-
 def _row_blocks(M):
     """Blocks of at least CPU_WINDOW_MIN_ROWS rows, at most CPU_MIN_TASKS of them. Shapes only."""
     return int(max(1, min(config.CPU_MIN_TASKS, M // config.CPU_WINDOW_MIN_ROWS)))
@@ -146,5 +139,6 @@ def matmul_tn(out, a, b):
 
 
 def column_sums(out, a):
-    """out (P,) = a (M, P) summed over its rows, in increasing row order."""
-    _column_sums(out, a)
+    """out (P,) = a (M, P) summed over its rows, in increasing row order (the Linear layers'
+    bias gradient)."""
+    linear_backward_bias(out, a)
