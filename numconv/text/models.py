@@ -136,12 +136,12 @@ class KimCNN(Module):
                              f"(use numconv.text.train.pad_batch), got {ids.shape[1]}")
         if dev.on_gpu(self.embedding.weight):
             return self._forward_gpu(ids, lengths)
-        # channels-last (N, T, C) memory, seen as (N, C, T): the convolutions copy it once into
-        # their own layout, and the backward at the max-pool winners reads it as it is
-        xt = self.embedding.forward(ids)
+        # each channel's (N, T, D) vectors are kept for the backward at the max-pool winners;
+        # the convolutions read their concatenation, seen as (N, C, T)
+        self._parts = [self.embedding.forward(ids)]
         if self.variant == "multichannel":
-            xt = np.concatenate([xt, self.embedding_static.forward(ids)], axis=2)
-        x = np.ascontiguousarray(xt).transpose(0, 2, 1)
+            self._parts.append(self.embedding_static.forward(ids))
+        x = np.ascontiguousarray(np.concatenate(self._parts, axis=2)).transpose(0, 2, 1)
         pooled, self._pool = [], []
         for conv, k in zip(self.convs(), self.widths):
             y = conv.forward(x)
@@ -180,18 +180,17 @@ class KimCNN(Module):
 
     def backward(self, dlogits):
         dh = F.relu_backward(self.dropout.backward(self.fc.backward(dlogits)), self._h)
-        if not dev.on_gpu(dh):
-            return self._backward_cpu(dh)
-        # On the GPU: a tied (multichannel) filter's output is the sum of the same filter over
-        # each channel, so its weight gradient is the sum of one winners-only gradient per
-        # channel, and the input gradient (which does not depend on x) is the same for both.
+        # A tied (multichannel) filter's output is the sum of the same filter over each channel,
+        # so its weight gradient is the sum of one winners-only gradient per channel, and the
+        # input gradient (which does not depend on x) is the same for both.
+        gpu = dev.on_gpu(dh)
         dxt = None
         for i, (conv, (_, idx)) in enumerate(zip(self.convs(), self._pool)):
-            dpool = dev.split_channels(dh, i * self.maps, self.maps)
+            dpool = dev.split_channels(dh, i * self.maps, self.maps) if gpu else \
+                np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
             dw = None
             for part in self._parts:
-                dx, dw_part, db = dev.conv1d_max_backward(dpool, idx, part,
-                                                          conv.params["weight"])
+                dx, dw_part, db = _winners_backward(dpool, idx, part, conv)
                 dw = dw_part if dw is None else F.add(dw, dw_part)
             F.accumulate(conv.grads["weight"], dw)
             if "bias" in conv.params:
@@ -202,29 +201,15 @@ class KimCNN(Module):
             self.embedding.backward(dxt)
         return None
 
-    def _backward_cpu(self, dh):
-        """`backward` on the CPU: each convolution's gradients straight from its max-pool winners
-        (ops.conv1d_max_backward), without the dense output gradient; channels-last dx."""
-        dxt = None
-        for i, (conv, (_, idx)) in enumerate(zip(self.convs(), self._pool)):
-            dpool = np.ascontiguousarray(dh[:, i * self.maps:(i + 1) * self.maps])
-            tied = isinstance(conv, TiedChannelConv1d)
-            w = conv._tiled() if tied else conv.params["weight"]
-            dx, dw, db = ops.conv1d_max_backward(dpool, idx, conv._x, w, device=conv.device)
-            if tied:
-                O, C, k = conv.params["weight"].shape
-                dw = dw.reshape(O, conv.copies, C, k).sum(axis=1)
-            conv.grads["weight"] += dw
-            if "bias" in conv.params:
-                conv.grads["bias"] += db
-            if conv.needs_input_grad:
-                if dxt is None:
-                    dxt = dx.transpose(0, 2, 1)     # the kernel's own (N, T, C) array
-                else:
-                    dxt += dx.transpose(0, 2, 1)
-        if dxt is not None and not self.embedding.frozen:
-            self.embedding.backward(dxt[:, :, :self.embedding.embedding_dim])
-        return None
+
+def _winners_backward(dm, idx, xt, conv):
+    """(dxt (N, T, D), dw, db) of `conv` (its one (O, D, K) weight) followed by max over positions,
+    from the winners idx alone, for channels-last xt on either device."""
+    w = conv.params["weight"]
+    if dev.on_gpu(xt):
+        return dev.conv1d_max_backward(dm, idx, xt, w)
+    dx, dw, db = ops.conv1d_max_backward(dm, idx, xt.transpose(0, 2, 1), w, device=conv.device)
+    return dx.transpose(0, 2, 1), dw, db
 
 
 CAPS = 6   # padding, lower, Initial, ALL CAPS, mIxed, no letters
