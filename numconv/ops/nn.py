@@ -131,33 +131,21 @@ def zero_(a):
         a[...] = 0
 
 
-def _flat_map(kernel, *arrays):
+def _flat_map(kernel, *arrays, into_first=False):
     """kernel(out, *flat arrays) over C-contiguous copies of `arrays`, all of the first's shape
-    and dtype; returns out in that shape."""
+    and dtype; returns out in that shape. into_first=True writes out into the first array when it
+    is a writeable C-contiguous array of its own dtype (each element is read before it is
+    overwritten), with no new allocation."""
     first = arrays[0]
     for name, a in zip(("second", "third"), arrays[1:]):
         if a.shape != first.shape:
             raise ValueError(f"activation gradient: shapes differ, {first.shape} and {a.shape} "
                              f"({name} argument)")
     flat = [np.ascontiguousarray(a, first.dtype).reshape(-1) for a in arrays]
-    out = np.empty(first.size, dtype=first.dtype)
+    in_place = into_first and first.flags.c_contiguous and first.flags.writeable
+    out = flat[0] if in_place else np.empty(first.size, dtype=first.dtype)
     kernel(out, *flat)
     return out.reshape(first.shape)
-
-
-def _flat_map_into_first(kernel, *arrays):
-    """_flat_map writing into the first array (a C-contiguous host array) instead of a new one;
-    each element is read before it is overwritten. Other layouts fall back to _flat_map."""
-    first = arrays[0]
-    if not (first.flags.c_contiguous and first.flags.writeable):
-        return _flat_map(kernel, *arrays)
-    for a in arrays[1:]:
-        if a.shape != first.shape:
-            raise ValueError(f"activation gradient: shapes differ, {first.shape} and {a.shape}")
-    flat = [a.reshape(-1) for a in (first,)] + \
-        [np.ascontiguousarray(a, first.dtype).reshape(-1) for a in arrays[1:]]
-    kernel(flat[0], *flat)
-    return first
 
 
 def relu_forward(x):
@@ -173,7 +161,7 @@ def relu_backward(dy, y, inplace=False):
     gpu = _gpu(dy=dy, y=y)
     if gpu:
         return gpu.relu_backward(dy, y)
-    return (_flat_map_into_first if inplace else _flat_map)(_relu_grad_cpu, dy, y)
+    return _flat_map(_relu_grad_cpu, dy, y, into_first=inplace)
 
 
 def tanh_forward(x, scale=1.0, slope=1.0):
@@ -217,7 +205,7 @@ def hardtanh_backward(dy, x, inplace=False):
     gpu = _gpu(dy=dy, x=x)
     if gpu:
         return gpu.hardtanh_backward(dy, x)
-    return (_flat_map_into_first if inplace else _flat_map)(_hardtanh_grad_cpu, dy, x)
+    return _flat_map(_hardtanh_grad_cpu, dy, x, into_first=inplace)
 
 
 # ---------------------------------------------------------------------------------------- linear
