@@ -52,18 +52,8 @@ def _scatter_windows(dxt, dcol, starts, K):
 
 
 @njit(parallel=True, cache=True)
-def _rows_nt(out, a, bt, blocks):
-    """out = a @ bt.T, one task per block of rows."""
-    M = out.shape[0]
-    for t in prange(blocks):
-        r0, r1 = t * M // blocks, (t + 1) * M // blocks
-        if r1 > r0:
-            np.dot(a[r0:r1], bt.T, out[r0:r1])
-
-
-@njit(parallel=True, cache=True)
 def _rows_nn(out, a, b, blocks):
-    """out = a @ b, one task per block of rows."""
+    """out = a @ b, one task per block of rows (b may be a transposed view: BLAS reads it so)."""
     M = out.shape[0]
     for t in prange(blocks):
         r0, r1 = t * M // blocks, (t + 1) * M // blocks
@@ -116,7 +106,7 @@ def scatter_windows(dxt, dcol, starts, K):
 def matmul_nt(out, a, bt):
     """out (M, P) = a (M, K) @ bt (P, K).T."""
     with single_threaded_blas():
-        _rows_nt(out, a, bt, _row_blocks(a.shape[0]))
+        _rows_nn(out, a, bt.T, _row_blocks(a.shape[0]))
 
 
 def matmul_nn(out, a, b):
