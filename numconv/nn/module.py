@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from numconv.ops.nn import on_gpu
+from numconv.ops.nn import on_gpu, zero_
 
 
 class Module:
@@ -87,7 +87,6 @@ class Module:
         return sum(p.size for _, p, _ in self.named_parameters())
 
     def zero_grad(self):
-        from numconv.ops.nn import zero_
         for _, _, g in self.named_parameters():
             zero_(g)
 
