@@ -80,6 +80,7 @@ def test_real_token_windows_equal_the_padded_convolution(dtype, dropout, activat
 def test_products_against_numpy_and_thread_counts(monkeypatch):
     rng = np.random.default_rng(1)
     monkeypatch.setattr(config, "CPU_WINDOW_MIN_ROWS", 16)
+    monkeypatch.setattr(config, "CPU_WINDOW_SEGMENT_ROWS", 16)
     for M in (5, 100):                              # one block, several (uneven)
         a = rng.standard_normal((M, 9)).astype(np.float64)
         b = rng.standard_normal((7, 9)).astype(np.float64)
