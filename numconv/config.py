@@ -12,6 +12,22 @@ CPU_TILE_BYTES = 256 * 1024
 CPU_TILE_MIN_COLS = 64
 CPU_TILE_MAX_COLS = 4096
 
+# Convolution kernels (forward, input and weight gradients): "auto" runs the direct kernels of
+# numconv.kernels.cpu.conv (no im2col) for stride 1 with at most DIRECT_MAX_CHANNELS output
+# channels per group, or twice as many where each output has at most DIRECT_FEW_TAPS taps
+# (Cg*KH*KW): there im2col's matrix product has too few rows to run near the BLAS peak, and the
+# direct kernels ran 1.3-2.5x faster (2 cores, 28x28 images; LeNet-5's layers 2.5-4x); im2col +
+# BLAS otherwise. "direct" and "im2col" force one (direct still needs stride 1). Each direct
+# task's accumulators take at most DIRECT_ACC_BYTES.
+CPU_CONV_KERNEL = "auto"
+CPU_DIRECT_MAX_CHANNELS = 32
+CPU_DIRECT_FEW_TAPS = 64
+CPU_DIRECT_ACC_BYTES = 64 * 1024
+# The direct input gradient is a full correlation over dy padded by the kernel's extent: "auto"
+# uses it only where that visits at most this many times the positions im2col does (LeNet-5's C3,
+# 10x10 outputs of a 5x5 kernel: 2.5 times, no faster than im2col).
+CPU_DIRECT_MAX_WASTE = 2.0
+
 # Weight gradients: the columns are cut into chunks of about this many bytes of im2col, each one
 # matrix product with a long reduction (short products and a fresh (O, R) result per product made
 # the weight gradient twice as slow as the forward pass); consecutive chunks are grouped into at

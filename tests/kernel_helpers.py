@@ -5,6 +5,7 @@ its seed alone; every configuration is validated with `numconv.conv_geometry` / 
 before it is returned, so the sweeps only ever exercise valid inputs (the errors have their own
 tests).
 """
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,21 @@ def assert_bitwise_equal(a, b, err_msg=""):
 
 
 # ------------------------------------------------------------------------------------ convolution
+
+CONV_KERNELS = ("im2col", "direct")
+
+
+@contextlib.contextmanager
+def conv_kernel(method):
+    """Force the CPU convolution's forward kernel ('im2col' or 'direct'; direct needs stride 1, so
+    a strided layer still runs im2col) for the duration of the block."""
+    saved = config.CPU_CONV_KERNEL
+    config.CPU_CONV_KERNEL = method
+    try:
+        yield
+    finally:
+        config.CPU_CONV_KERNEL = saved
+
 
 @dataclass
 class ConvCase:

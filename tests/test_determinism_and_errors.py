@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import numconv as nc
-from kernel_helpers import FLOATS, ConvCase, assert_bitwise_equal
+from kernel_helpers import FLOATS, ConvCase, assert_bitwise_equal, conv_kernel
 
 # ----------------------------------------------------------------------------- what is exercised
 # Each entry maps an op name to a function of a dict of inputs returning its outputs (a tuple), so
@@ -40,6 +40,14 @@ def _inputs(dtype, seed=0, N=4, C=8, H=20, W=20, O=16):
         dyg=rng.standard_normal((N, C)).astype(dtype), gidx=gidx,
         xpos=np.abs(x) + 0.1,
     )
+
+
+def _im2col(op):
+    """With 8 and 16 channels 'auto' picks the direct kernels; this runs `op` by im2col + BLAS."""
+    def run(d):
+        with conv_kernel("im2col"):
+            return OPS[op](d)
+    return run
 
 
 OPS = {
@@ -77,6 +85,27 @@ OPS = {
                                                                     d["x"].shape, k)
                                             for k in ("max", "avg", "sum")),
 }
+OPS.update({f"{op}_im2col": _im2col(op) for op in ("conv2d", "conv2d_dx", "conv2d_dw", "conv1d")})
+
+
+def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
+    from numconv import config
+    from numconv.kernels.cpu.conv import conv_kernel as pick
+    assert pick(6, 1, 5, 5, 1, 1, 1) == "direct"          # LeNet-5 C1
+    assert pick(16, 6, 5, 5, 1, 1, 1) == "direct"         # LeNet-5 C3
+    assert pick(64, 3, 3, 3, 1, 1, 1) == "direct"         # 64 maps, but only 27 taps each
+    assert pick(64, 1, 3, 3, 1, 1, 64) == "direct"        # depthwise: one map per group
+    assert pick(64, 64, 3, 3, 1, 1, 1) == "im2col"        # ResNet: a product BLAS runs well
+    assert pick(16, 6, 5, 5, 2, 2, 1) == "im2col"         # the direct kernel needs stride 1
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "im2col")
+    assert pick(6, 1, 5, 5, 1, 1, 1) == "im2col"
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "direct")
+    assert pick(64, 64, 3, 3, 1, 1, 1) == "direct"
+    assert pick(16, 6, 5, 5, 1, 2, 1) == "im2col"
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "fast")
+    x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"CPU_CONV_KERNEL is 'fast'.*'auto', 'direct' or"):
+        nc.conv2d(x, w)
 
 
 def test_determinism_shapes_span_several_tiles():

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numconv as nc
-from kernel_helpers import (FLOATS, ConvCase, PoolCase, assert_close,
-                            numpy_conv2d, numpy_conv2d_backward_input,
+from kernel_helpers import (FLOATS, CONV_KERNELS, ConvCase, PoolCase, assert_close,
+                            conv_kernel, numpy_conv2d, numpy_conv2d_backward_input,
                             numpy_conv2d_backward_weight, random_conv_case, random_pool_case)
 
 DEVICES = ("cpu", "reference")
@@ -115,6 +115,15 @@ def check_conv_cpu_vs_reference(case, dtype, seed):
         for name, got, want in zip(("y", "y (no bias)", "dx", "dw", "db"), out["cpu"],
                                    out["reference"]):
             assert_close(got, want, err_msg=f"{name} flip={flip}: {msg}")
+        for method in CONV_KERNELS:          # both CPU kernels, whichever 'auto' picks
+            with conv_kernel(method):
+                y = fwd(x, w, b, **case.kwargs, device="cpu")
+                y0 = fwd(x, w, None, **case.kwargs, device="cpu")
+                dx = bwd_x(dy, w, x.shape, **case.kwargs, flip=flip, device="cpu")
+                dw = bwd_w(dy, x, case.kernel_size, **case.kwargs, flip=flip, device="cpu")
+            for name, got, want in zip(("y", "y (no bias)", "dx", "dw"), (y, y0, dx, dw),
+                                       out["reference"]):
+                assert_close(got, want, err_msg=f"{name} ({method}) flip={flip}: {msg}")
 
 
 @pytest.mark.parametrize("nd", [1, 2])
@@ -253,6 +262,10 @@ MULTI_TILE_CASES = [
                                                  padding=((2, 1), (4, 3)))),
     ConvCase(2, (2, 1, 64, 48), (2, 1, 1, 1), dict()),                             # 4096-col tiles
     ConvCase(1, (4, 24, 300), (5, 24, 7), dict(padding=3)),
+    # the direct forward kernel's row blocks: a batch of one cut into 8 blocks of rows, and blocks
+    # capped by the accumulator budget (CPU_DIRECT_ACC_BYTES) with dilated rows spanning two
+    ConvCase(2, (1, 2, 70, 40), (3, 2, 3, 3), dict(padding=1, dilation=(2, 1))),
+    ConvCase(2, (2, 1, 150, 200), (4, 1, 5, 3), dict(padding=((3, 1), (0, 2)), dilation=2)),
 ]
 
 
@@ -266,20 +279,23 @@ def test_conv_cpu_matches_numpy_oracle_across_tiles(case, dtype):
     w4 = w if case.nd == 2 else w[:, :, None, :]
     args = (g.stride, g.pads, g.dilation, g.groups)
     fwd, bwd_x, bwd_w, bwd_b = CONV_FNS[(case.nd, False)]
-    y = fwd(x, w, b, **case.kwargs)
-    want = numpy_conv2d(x4.astype(np.float64), w4.astype(np.float64), *args) + b[:, None, None]
-    assert_close(y, want.reshape(y.shape), dtype)
-    dy = rng.standard_normal(y.shape).astype(dtype)
+    want_y = numpy_conv2d(x4.astype(np.float64), w4.astype(np.float64), *args) + b[:, None, None]
+    dy = rng.standard_normal(g.out_shape).astype(dtype)
     dy4 = dy if case.nd == 2 else dy[:, :, None, :]
-    dx = bwd_x(dy, w, x.shape, **case.kwargs)
-    want = numpy_conv2d_backward_input(dy4.astype(np.float64), w4.astype(np.float64), x4.shape,
-                                       *args)
-    assert_close(dx, want.reshape(x.shape), dtype)
-    dw = bwd_w(dy, x, case.kernel_size, **case.kwargs)
-    want = numpy_conv2d_backward_weight(dy4.astype(np.float64), x4.astype(np.float64),
-                                        (g.KH, g.KW), *args)
-    # dw sums N*OH*OW products: float32's error grows with that count
-    assert_close(dw, want.reshape(w.shape), dtype, factor=10 if dtype == np.float32 else 1)
+    want_dx = numpy_conv2d_backward_input(dy4.astype(np.float64), w4.astype(np.float64),
+                                          x4.shape, *args)
+    want_dw = numpy_conv2d_backward_weight(dy4.astype(np.float64), x4.astype(np.float64),
+                                           (g.KH, g.KW), *args)
+    for method in CONV_KERNELS:
+        with conv_kernel(method):
+            y = fwd(x, w, b, **case.kwargs)
+            dx = bwd_x(dy, w, x.shape, **case.kwargs)
+            dw = bwd_w(dy, x, case.kernel_size, **case.kwargs)
+        assert_close(y, want_y.reshape(y.shape), dtype, err_msg=method)
+        assert_close(dx, want_dx.reshape(x.shape), dtype, err_msg=method)
+        # dw sums N*OH*OW products: float32's error grows with that count
+        assert_close(dw, want_dw.reshape(w.shape), dtype, factor=10 if dtype == np.float32 else 1,
+                     err_msg=method)
     assert_close(bwd_b(dy), dy.astype(np.float64).sum(axis=tuple({0} | set(range(2, dy.ndim)))),
                  dtype, factor=10 if dtype == np.float32 else 1)
 
