@@ -147,8 +147,11 @@ EDGE_CONV_CASES = [
                                                  padding="same")),
     # 'full' with dilation
     ConvCase(2, (1, 1, 3, 4), (1, 1, 2, 3), dict(dilation=(2, 1), padding="full")),
-    # the kernel covers the whole input: a 1x1 output
+    # the kernel covers the whole input: a 1x1 output ('auto' runs it as a Linear layer)
     ConvCase(2, (1, 2, 4, 5), (3, 2, 4, 5), dict()),
+    ConvCase(2, (3, 4, 5, 5), (7, 4, 5, 5), dict(stride=2)),
+    ConvCase(1, (2, 3, 6), (4, 3, 6), dict()),
+    ConvCase(2, (2, 2, 3, 1), (3, 2, 2, 1), dict(dilation=2)),          # dilated: not whole
     # 1x1 kernels with stride
     ConvCase(2, (2, 3, 5, 5), (4, 3, 1, 1), dict(stride=2)),
     # a kernel wider than the input plus its right padding, rows reading only padding
@@ -262,6 +265,8 @@ MULTI_TILE_CASES = [
                                                  padding=((2, 1), (4, 3)))),
     ConvCase(2, (2, 1, 64, 48), (2, 1, 1, 1), dict()),                             # 4096-col tiles
     ConvCase(1, (4, 24, 300), (5, 24, 7), dict(padding=3)),
+    # LeNet-5's C5: the kernel covers the 5x5 input, a Linear layer of 400 inputs
+    ConvCase(2, (6, 16, 5, 5), (120, 16, 5, 5), dict()),
     # the direct forward kernel's row blocks: a batch of one cut into 8 blocks of rows, and blocks
     # capped by the accumulator budget (CPU_DIRECT_ACC_BYTES) with dilated rows spanning two
     ConvCase(2, (1, 2, 70, 40), (3, 2, 3, 3), dict(padding=1, dilation=(2, 1))),

@@ -18,6 +18,8 @@ no shared writes; tile sizes depend only on shapes (numconv.config), never on th
   q + m*dh*Wp + k*dw. So each tap adds w[o, c, m, k] times one contiguous run of the input to one
   contiguous run of accumulators: a long loop the compiler vectorises, with no im2col at all. The
   KW - 1 positions at the end of each row are computed and dropped (the price of the long runs).
+- a kernel that covers the whole input (no padding, one output position, one group: LeNet-5's C5)
+  is a fully-connected layer on the flattened image, and runs as one (numconv.kernels.cpu.linear).
 - direct gradients (the same shapes): the input gradient is the direct forward pass of dy with
   the rotated, channel-swapped filter over dy padded by the kernel's extent (a full correlation);
   the weight gradient is, per tap, a dot product of dy's flat rows with the input run the tap
@@ -35,6 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from numconv import config
+from numconv.kernels.cpu import linear
 from numconv.kernels.cpu._blas import single_threaded_blas
 
 # ----------------------------------------------------------------------------------------------
@@ -517,6 +520,14 @@ def conv_kernel(O, Cg, KH, KW, sh, sw, groups):
     return "direct" if Og <= config.CPU_DIRECT_MAX_CHANNELS * (2 if few else 1) else "im2col"
 
 
+def _whole_input(x_shape, w_shape, y_shape, pt, pl, dh, dw, groups):
+    """The kernel covers the whole unpadded input once: a Linear layer on the flattened image
+    (under config.CPU_CONV_KERNEL 'auto'; a forced kernel runs as it says)."""
+    return (config.CPU_CONV_KERNEL == "auto" and groups == 1 and pt == 0 and pl == 0 and y_shape[2] == y_shape[3] == 1
+            and (w_shape[2] - 1) * dh + 1 == x_shape[2] == w_shape[2]
+            and (w_shape[3] - 1) * dw + 1 == x_shape[3] == w_shape[3])
+
+
 def _direct_rows(N, groups, OH, Og, Wp, itemsize):
     """Output rows per direct-forward task: enough tasks for CPU_MIN_TASKS where the batch alone
     gives fewer, and accumulators (Og x rows x Wp) of at most CPU_DIRECT_ACC_BYTES. Shapes only."""
@@ -533,6 +544,10 @@ def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
     _, Cg, KH, KW = w.shape
     has_bias = b is not None
     bias = b if has_bias else np.zeros(1, dtype=x.dtype)
+    if _whole_input(x.shape, w.shape, y.shape, pt, pl, dh, dw, groups):
+        linear.linear_forward(y.reshape(N, O), np.ascontiguousarray(x).reshape(N, -1),
+                              np.ascontiguousarray(w).reshape(O, -1), b)
+        return
     if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
         Wp = OW + (KW - 1) * dw
         rows = _direct_rows(N, groups, OH, O // groups, Wp, x.itemsize)
@@ -562,6 +577,10 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
     O, Cg, KH, KW = dwt.shape
     N, _, OH, OW = dy.shape
     R = Cg * KH * KW
+    if _whole_input(x.shape, dwt.shape, dy.shape, pt, pl, dh, dw, groups):
+        linear.linear_backward_weight(dwt.reshape(O, R), np.ascontiguousarray(dy).reshape(N, O),
+                                      np.ascontiguousarray(x).reshape(N, R))
+        return
     if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
         rows = _direct_rows(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
         units = N * -(-OH // rows)
@@ -584,6 +603,10 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
     O, Cg, KH, KW = w.shape
     OH, OW = dy.shape[2], dy.shape[3]
     Og = O // groups
+    if _whole_input(dx.shape, w.shape, dy.shape, pt, pl, dh, dw, groups):
+        linear.linear_backward_input(dx.reshape(N, -1), np.ascontiguousarray(dy).reshape(N, O),
+                                     np.ascontiguousarray(w).reshape(O, -1))
+        return
     eh, ew = (KH - 1) * dh, (KW - 1) * dw
     # the full correlation below visits (OH + eh) x (OW + 2*ew) positions per plane (its padding
     # included) where im2col visits OH x OW: past CPU_DIRECT_MAX_WASTE times as many, im2col
