@@ -436,15 +436,18 @@ def test_max_pool_ties_go_to_the_first_position_in_row_major_order():
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_max_pool_fast_paths_give_the_general_kernels_bits(dtype):
-    """Max pooling without padding has two fast paths on the CPU (windows all inside: no
-    clipping; windows disjoint: each task owns a band of rows and puts gradients on the winners).
+    """Max pooling without padding has fast paths on the CPU (windows all inside: no clipping,
+    2x2 windows written out; windows disjoint: each task owns a band of rows and puts gradients
+    on the winners, 2x2 windows tiling the band exactly writing each element once).
     They must give exactly the general kernels' outputs, winners and gradients, ties and NaN
     included, and ignore a winner index outside its own window as the gather does."""
     from numconv.kernels.cpu import pool as cpu_pool
     rng = np.random.default_rng(9)
     for (H, W), (kh, kw), (sh, sw) in [((28, 28), (2, 2), (2, 2)), ((10, 9), (2, 3), (3, 3)),
                                        ((11, 13), (3, 3), (2, 2)), ((7, 8), (3, 2), (3, 2)),
-                                       ((6, 6), (1, 1), (2, 1)), ((5, 9), (2, 2), (2, 4))]:
+                                       ((6, 6), (1, 1), (2, 1)), ((5, 9), (2, 2), (2, 4)),
+                                       ((8, 6), (2, 2), (2, 2)), ((7, 9), (2, 2), (2, 2)),
+                                       ((6, 8), (2, 2), (3, 2))]:
         x = rng.integers(-3, 3, (2, 3, H, W)).astype(dtype)     # many ties
         x[0, 0, 0, :3] = np.nan
         OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
@@ -457,6 +460,7 @@ def test_max_pool_fast_paths_give_the_general_kernels_bits(dtype):
         if sh < kh or sw < kw:
             continue
         dy = rng.standard_normal(y.shape).astype(dtype)
+        dy[0, 1, 0, 0] = np.inf                          # its window's other entries stay 0
         bad = idx.copy()
         bad[1, 2, 0, 0] = (H - 1) * W + W - 1            # inside x, outside window (0, 0)
         for winners in (idx, bad):

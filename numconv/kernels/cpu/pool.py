@@ -77,6 +77,23 @@ def _max_forward_interior(y, idx, x, kh, kw, sh, sw):
         plane = x[n, c]
         yrow = y[n, c, i]
         irow = idx[n, c, i]
+        if kh == 2 and kw == 2:
+            # LeNet's and VGG's 2x2 windows written out (2.6x faster than the loops below); the
+            # same four values compared in the same row-major order, so the same winners
+            r0, r1 = plane[h0], plane[h0 + 1]
+            b0, b1 = h0 * W, (h0 + 1) * W
+            for j in range(OW):
+                w0 = j * sw
+                best, arg = r0[w0], b0 + w0
+                if r0[w0 + 1] > best:
+                    best, arg = r0[w0 + 1], b0 + w0 + 1
+                if r1[w0] > best:
+                    best, arg = r1[w0], b1 + w0
+                if r1[w0 + 1] > best:
+                    best, arg = r1[w0 + 1], b1 + w0 + 1
+                yrow[j] = best
+                irow[j] = arg
+            continue
         for j in range(OW):
             w0 = j * sw
             best = plane[h0, w0]
@@ -107,6 +124,20 @@ def _max_backward_disjoint(dx, dy, idx, kh, kw, sh, sw):
         r0 = i * sh
         r1 = H if i == OH - 1 else min(H, r0 + sh)
         plane = dx[n, c]
+        if kh == sh == kw == sw == 2 and r1 == r0 + 2 and W == 2 * OW:
+            # 2x2 windows tiling the band exactly: each of its elements is written once, the
+            # window's gradient where the index names it and zero elsewhere (no zeroing pass)
+            d0, d1 = plane[r0], plane[r0 + 1]
+            b0, b1 = r0 * W, (r0 + 1) * W
+            g, ir = dy[n, c, i], idx[n, c, i]
+            zero = np.zeros(1, dx.dtype)[0]
+            for j in range(OW):
+                a, v, w0 = ir[j], g[j], 2 * j
+                d0[w0] = v if a == b0 + w0 else zero
+                d0[w0 + 1] = v if a == b0 + w0 + 1 else zero
+                d1[w0] = v if a == b1 + w0 else zero
+                d1[w0 + 1] = v if a == b1 + w0 + 1 else zero
+            continue
         for r in range(r0, r1):
             plane[r, :] = 0
         for j in range(OW):
