@@ -40,13 +40,13 @@ def assert_bitwise_equal(a, b, err_msg=""):
 
 # ------------------------------------------------------------------------------------ convolution
 
-CONV_KERNELS = ("im2col", "direct")
+CONV_KERNELS = ("auto", "im2col", "direct")
 
 
 @contextlib.contextmanager
 def conv_kernel(method):
-    """Force the CPU convolution's forward kernel ('im2col' or 'direct'; direct needs stride 1, so
-    a strided layer still runs im2col) for the duration of the block."""
+    """Set the CPU convolution kernels ('auto' picks by shape; 'im2col' or 'direct' force one,
+    and direct needs stride 1, so a strided layer still runs im2col) for the block."""
     saved = config.CPU_CONV_KERNEL
     config.CPU_CONV_KERNEL = method
     try:

@@ -33,6 +33,8 @@ def _inputs(dtype, seed=0, N=4, C=8, H=20, W=20, O=16):
     return dict(
         x=x, w=w, wg=wg, b=b, x1=np.ascontiguousarray(x[:, :, 0, :]),
         w1=np.ascontiguousarray(w[:, :, 0, :]),
+        w1wide=rng.standard_normal((40, C, 3)).astype(dtype),       # 40 maps: shifted products
+        dy1wide=rng.standard_normal((N, 40, W)).astype(dtype),
         dy=rng.standard_normal(y.shape).astype(dtype),
         dys=rng.standard_normal(ys.shape).astype(dtype),
         dy1=rng.standard_normal((N, O, W)).astype(dtype),
@@ -85,7 +87,14 @@ OPS = {
                                                                     d["x"].shape, k)
                                             for k in ("max", "avg", "sum")),
 }
-OPS.update({f"{op}_im2col": _im2col(op) for op in ("conv2d", "conv2d_dx", "conv2d_dw", "conv1d")})
+OPS.update({
+    "conv1d_wide": lambda d: (nc.conv1d(d["x1"], d["w1wide"], padding=1),
+                              nc.conv1d_backward_input(d["dy1wide"], d["w1wide"], d["x1"].shape,
+                                                       padding=1),
+                              nc.conv1d_backward_weight(d["dy1wide"], d["x1"], 3, padding=1)),
+})
+OPS.update({f"{op}_im2col": _im2col(op) for op in ("conv2d", "conv2d_dx", "conv2d_dw", "conv1d",
+                                                           "conv1d_wide")})
 
 
 def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
@@ -116,6 +125,27 @@ def test_determinism_shapes_span_several_tiles():
         assert 4 * 20 * 20 > _tile_cols(8 * 9, itemsize)                     # >= 2 tiles
         assert _wgrad_chunks(8 * 9, itemsize, 4 * 20 * 20)[2] >= 2            # >= 2 segments
         assert _wgrad_chunks(8 * 9, itemsize, 8 * 32 * 32)[2] >= 2
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_shifted_conv1d_over_many_blocks_and_segments_is_thread_count_independent(
+        restore_threads):
+    """8 sentences of 200 tokens: the shifted products run in 8 blocks of rows and the weight
+    gradient in 3 segments (a Kim-CNN-like layer of 40 maps)."""
+    from numconv.kernels.cpu.conv import _shifted_rows
+    assert -(-8 * 204 // _shifted_rows(8, 204)) == 8 and 8 * 204 // 512 == 3
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 16, 200)).astype(np.float32)
+    w = rng.standard_normal((40, 16, 5)).astype(np.float32)
+    dy = rng.standard_normal((8, 40, 200)).astype(np.float32)
+    out = {}
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        out[n] = (nc.conv1d(x, w, padding="same"),
+                  nc.conv1d_backward_input(dy, w, x.shape, padding="same"),
+                  nc.conv1d_backward_weight(dy, x, 5, padding="same"))
+    for a, b in zip(out[1], out[2]):
+        assert_bitwise_equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

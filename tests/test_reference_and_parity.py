@@ -265,6 +265,11 @@ MULTI_TILE_CASES = [
                                                  padding=((2, 1), (4, 3)))),
     ConvCase(2, (2, 1, 64, 48), (2, 1, 1, 1), dict()),                             # 4096-col tiles
     ConvCase(1, (4, 24, 300), (5, 24, 7), dict(padding=3)),
+    # conv1d with more maps than the direct kernels take: shifted products over channels-last rows
+    # (blocks of rows that split images; padding, dilation, a batch of one)
+    ConvCase(1, (5, 30, 21), (100, 30, 4), dict()),
+    ConvCase(1, (3, 8, 30), (40, 8, 5), dict(padding=((3, 1),), dilation=2)),
+    ConvCase(1, (1, 6, 300), (48, 6, 3), dict(padding="same")),
     # LeNet-5's C5: the kernel covers the 5x5 input, a Linear layer of 400 inputs
     ConvCase(2, (6, 16, 5, 5), (120, 16, 5, 5), dict()),
     # the direct forward kernel's row blocks: a batch of one cut into 8 blocks of rows, and blocks
