@@ -22,7 +22,10 @@ CPU_TILE_MAX_COLS = 4096
 CPU_CONV_KERNEL = "auto"
 CPU_DIRECT_MAX_CHANNELS = 32
 CPU_DIRECT_FEW_TAPS = 64
-CPU_DIRECT_ACC_BYTES = 64 * 1024
+CPU_DIRECT_ACC_BYTES = 128 * 1024
+# Small images are laid side by side in a direct task until its run of positions reaches about
+# this many (LeNet-5's C3, 10 rows at pitch 14, alone runs 136).
+CPU_DIRECT_RUN = 1024
 # The direct input gradient is a full correlation over dy padded by the kernel's extent: "auto"
 # uses it only where that visits at most this many times the positions im2col does (LeNet-5's C3,
 # 10x10 outputs of a 5x5 kernel: 2.5 times, no faster than im2col).

@@ -128,6 +128,24 @@ def test_determinism_shapes_span_several_tiles():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_direct_kernels_with_images_side_by_side_are_thread_count_independent(restore_threads):
+    """LeNet-5's C3 at batch 32: the direct kernels put 4 images side by side per task."""
+    from numconv.kernels.cpu.conv import _direct_tasks
+    assert _direct_tasks(32, 1, 10, 16, 14, 4)[0] == 4
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((32, 16, 10, 10)).astype(np.float32)
+    out = {}
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        out[n] = (nc.conv2d(x, w), nc.conv2d_backward_input(dy, w, x.shape),
+                  nc.conv2d_backward_weight(dy, x, (5, 5)))
+    for a, b in zip(out[1], out[2]):
+        assert_bitwise_equal(a, b)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 def test_shifted_conv1d_over_many_blocks_and_segments_is_thread_count_independent(
         restore_threads):
     """8 sentences of 200 tokens: the shifted products run in 8 blocks of rows and the weight

@@ -270,6 +270,11 @@ MULTI_TILE_CASES = [
     ConvCase(1, (5, 30, 21), (100, 30, 4), dict()),
     ConvCase(1, (3, 8, 30), (40, 8, 5), dict(padding=((3, 1),), dilation=2)),
     ConvCase(1, (1, 6, 300), (48, 6, 3), dict(padding="same")),
+    # the direct kernels' images side by side: groups of 2, of 4 with a ragged last group, 6 per
+    # task with two groups of channels
+    ConvCase(2, (20, 3, 9, 8), (5, 3, 3, 2), dict(padding=((1, 0), (2, 1)), dilation=(1, 2))),
+    ConvCase(2, (37, 2, 6, 7), (4, 2, 5, 5), dict(padding=2)),
+    ConvCase(2, (24, 4, 6, 6), (6, 2, 3, 3), dict(groups=2)),
     # LeNet-5's C5: the kernel covers the 5x5 input, a Linear layer of 400 inputs
     ConvCase(2, (6, 16, 5, 5), (120, 16, 5, 5), dict()),
     # the direct forward kernel's row blocks: a batch of one cut into 8 blocks of rows, and blocks

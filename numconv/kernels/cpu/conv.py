@@ -171,34 +171,41 @@ def _forward_tiles(y3, x, w3, b, has_bias, KH, KW, sh, sw, pt, pl, dh, dw, OW, t
 
 
 @njit(parallel=True, cache=True)
-def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows):
-    """Stride 1. Each task owns `rows` output rows of one image and group (all its Og channels).
+def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
+    """Stride 1. Each task owns `rows` output rows of `side` consecutive images (laid side by side,
+    so that small images still give long runs) and one group (all its Og channels).
 
-    For each input channel and kernel row, the taps are taken up to four at a time: one pass over
-    the accumulators per group of taps, each pass loading and storing them once (the memory
-    traffic that bounds this loop; 1.4-1.6x faster than a pass per tap). The code is written out
-    per group size: moved into a helper function, the loops ran 1.2-1.9x slower."""
+    For each input channel and kernel row, the taps are taken up to five at a time (a 5x5
+    kernel's row in one pass): one pass over the accumulators per group of taps, each pass
+    loading and storing them once (the memory traffic that bounds this loop; four taps a pass ran
+    1.4-1.6x faster than one, five 1.2x faster than four and one on 5x5 kernels). The code is
+    written out per group size: moved into a helper function, the loops ran 1.2-1.9x slower."""
     N, C, H, W = x.shape
     O, Cg, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
     Og = O // groups
-    Wp = OW + (KW - 1) * dw                  # = pl + W + pr: exactly the columns the taps read
+    Wi = OW + (KW - 1) * dw                  # = pl + W + pr: exactly the columns the taps read
     nblk = (OH + rows - 1) // rows
-    for t in prange(N * groups * nblk):
+    nside = (N + side - 1) // side
+    for t in prange(nside * groups * nblk):
         blk = t % nblk
         g = (t // nblk) % groups
-        n = t // (nblk * groups)
+        n0 = (t // (nblk * groups)) * side
+        nb = min(N, n0 + side) - n0
+        Wp = nb * Wi                         # the pitch: one padded row of each image in turn
         oh0 = blk * rows
         nr = min(OH, oh0 + rows) - oh0
         hin = nr + (KH - 1) * dh             # padded input rows read by this block
-        Q = (nr - 1) * Wp + OW
-        # xp[c, i*Wp + j] = x[n, g*Cg + c, oh0 - pt + i, j - pl], zero outside the input
+        Q = (nr - 1) * Wp + (nb - 1) * Wi + OW
+        # xp[c, i*Wp + b*Wi + j] = x[n0 + b, g*Cg + c, oh0 - pt + i, j - pl], zero outside
         xp = np.zeros((Cg, hin * Wp), dtype=x.dtype)
         i0 = max(0, pt - oh0)
         i1 = min(hin, H + pt - oh0)
-        for c in range(Cg):
-            for i in range(i0, i1):
-                xp[c, i * Wp + pl:i * Wp + pl + W] = x[n, g * Cg + c, oh0 - pt + i]
+        for b_ in range(nb):
+            for c in range(Cg):
+                for i in range(i0, i1):
+                    d0 = i * Wp + b_ * Wi + pl
+                    xp[c, d0:d0 + W] = x[n0 + b_, g * Cg + c, oh0 - pt + i]
         acc = np.empty((Og, Q), dtype=y.dtype)
         for o in range(Og):
             acc[o, :] = b[g * Og + o] if has_bias else 0
@@ -206,10 +213,22 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows):
             for m in range(KH):
                 k = 0
                 while k < KW:
-                    nk = min(4, KW - k)
+                    nk = min(5, KW - k)
                     off = m * dh * Wp + k * dw
                     s0 = xp[c, off:off + Q]                  # tap k reads s0[q], k+1 s1[q], ...
-                    if nk == 4:
+                    if nk == 5:
+                        s1 = xp[c, off + dw:off + dw + Q]
+                        s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
+                        s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
+                        s4 = xp[c, off + 4 * dw:off + 4 * dw + Q]
+                        for o in range(Og):
+                            wr = w[g * Og + o, c, m]
+                            w0, w1, w2, w3, w4 = wr[k], wr[k + 1], wr[k + 2], wr[k + 3], wr[k + 4]
+                            a = acc[o]
+                            for q in range(Q):
+                                a[q] += (w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
+                                         + w4 * s4[q])
+                    elif nk == 4:
                         s1 = xp[c, off + dw:off + dw + Q]
                         s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
                         s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
@@ -243,9 +262,11 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows):
                             for q in range(Q):
                                 a[q] += w0 * s0[q]
                     k += nk
-        for o in range(Og):
-            for i in range(nr):
-                y[n, g * Og + o, oh0 + i, :] = acc[o, i * Wp:i * Wp + OW]
+        for b_ in range(nb):
+            for o in range(Og):
+                for i in range(nr):
+                    q0 = i * Wp + b_ * Wi
+                    y[n0 + b_, g * Og + o, oh0 + i, :] = acc[o, q0:q0 + OW]
 
 
 @njit(parallel=True, cache=True)
@@ -349,11 +370,12 @@ def _shifted_weight_1d(part, dyf, xf, dw):
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, units_per_seg):
-    """Stride 1. part[s, g, o, r] = sum over the units (image, block of output rows) of segment s
-    of the dot product of dy's rows with the input run that tap r = (c, m, k) reads, in unit
-    order. Flat at pitch Wp as in _direct_forward, dy's copy zero in the KW - 1 dropped positions
-    of each row; taps up to four at a time, so that one pass over dy feeds four sums.
+def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, units_per_seg):
+    """Stride 1. part[s, g, o, r] = sum over the units (`side` images side by side, a block of
+    output rows) of segment s of the dot product of dy's rows with the input run that tap
+    r = (c, m, k) reads, in unit order. Flat at pitch Wp as in _direct_forward, dy's copy zero in
+    the KW - 1 dropped positions of each row; taps up to five at a time, so that one pass over dy
+    feeds five sums.
 
     fastmath 'reassoc' lets the compiler split each dot product into vector lanes: the order of
     summation is then fixed by the compiled code and the shapes, still the same bits on any
@@ -362,41 +384,62 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, units_per
     N, C, H, W = x.shape
     OH, OW = dy.shape[2], dy.shape[3]
     Cg = C // G
-    Wp = OW + (KW - 1) * dw
+    Wi = OW + (KW - 1) * dw
     nblk = (OH + rows - 1) // rows
-    units = N * nblk
+    units = ((N + side - 1) // side) * nblk
     for t in prange(S * G):
         g = t % G
         s = t // G
         acc = part[s, g]
         acc[:] = 0
         for u in range(s * units_per_seg, min(units, (s + 1) * units_per_seg)):
-            n = u // nblk
+            n0 = (u // nblk) * side
+            nb = min(N, n0 + side) - n0
+            Wp = nb * Wi
             oh0 = (u % nblk) * rows
             nr = min(OH, oh0 + rows) - oh0
             hin = nr + (KH - 1) * dh
-            Q = (nr - 1) * Wp + OW
+            Q = (nr - 1) * Wp + (nb - 1) * Wi + OW
             xp = np.zeros((Cg, hin * Wp), dtype=x.dtype)
             i0 = max(0, pt - oh0)
             i1 = min(hin, H + pt - oh0)
-            for c in range(Cg):
-                for i in range(i0, i1):
-                    xp[c, i * Wp + pl:i * Wp + pl + W] = x[n, g * Cg + c, oh0 - pt + i]
             gp = np.zeros((Og, Q), dtype=dy.dtype)
-            for o in range(Og):
-                for i in range(nr):
-                    gp[o, i * Wp:i * Wp + OW] = dy[n, g * Og + o, oh0 + i]
+            for b_ in range(nb):
+                for c in range(Cg):
+                    for i in range(i0, i1):
+                        d0 = i * Wp + b_ * Wi + pl
+                        xp[c, d0:d0 + W] = x[n0 + b_, g * Cg + c, oh0 - pt + i]
+                for o in range(Og):
+                    for i in range(nr):
+                        q0 = i * Wp + b_ * Wi
+                        gp[o, q0:q0 + OW] = dy[n0 + b_, g * Og + o, oh0 + i]
             for o in range(Og):
                 gr = gp[o]
                 for c in range(Cg):
                     for m in range(KH):
                         k = 0
                         while k < KW:
-                            nk = min(4, KW - k)
+                            nk = min(5, KW - k)
                             off = m * dh * Wp + k * dw
                             r = (c * KH + m) * KW + k
                             s0 = xp[c, off:off + Q]
-                            if nk == 4:
+                            if nk == 5:
+                                s1 = xp[c, off + dw:off + dw + Q]
+                                s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
+                                s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
+                                s4 = xp[c, off + 4 * dw:off + 4 * dw + Q]
+                                d0, d1, d2, d3, d4 = acc[o, r], acc[o, r + 1], acc[o, r + 2], \
+                                    acc[o, r + 3], acc[o, r + 4]
+                                for q in range(Q):
+                                    gq = gr[q]
+                                    d0 += gq * s0[q]
+                                    d1 += gq * s1[q]
+                                    d2 += gq * s2[q]
+                                    d3 += gq * s3[q]
+                                    d4 += gq * s4[q]
+                                acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], \
+                                    acc[o, r + 4] = d0, d1, d2, d3, d4
+                            elif nk == 4:
                                 s1 = xp[c, off + dw:off + dw + Q]
                                 s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
                                 s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
@@ -634,14 +677,20 @@ def _whole_input(x_shape, w_shape, y_shape, pt, pl, dh, dw, groups):
             and (w_shape[3] - 1) * dw + 1 == x_shape[3] == w_shape[3])
 
 
-def _direct_rows(N, groups, OH, Og, Wp, itemsize):
-    """Output rows per direct-forward task: enough tasks for CPU_MIN_TASKS where the batch alone
-    gives fewer, and accumulators (Og x rows x Wp) of at most CPU_DIRECT_ACC_BYTES. Shapes only."""
+def _direct_tasks(N, groups, OH, Og, Wi, itemsize):
+    """(images side by side, output rows) per direct task, from shapes only: small images are
+    laid side by side until a task's run of positions reaches about CPU_DIRECT_RUN (long loops
+    run 1.5-2.5x faster than LeNet C3's 136) while at least CPU_MIN_TASKS tasks remain; then
+    enough row blocks for CPU_MIN_TASKS where the batch alone gives fewer; accumulators
+    (Og x rows x side*Wi) of at most CPU_DIRECT_ACC_BYTES."""
     tasks = N * groups
+    side = max(1, min(-(-config.CPU_DIRECT_RUN // (OH * Wi)), tasks // config.CPU_MIN_TASKS,
+                      N))
+    tasks = -(-N // side) * groups
     want = -(-config.CPU_MIN_TASKS // tasks) if tasks < config.CPU_MIN_TASKS else 1
     rows = -(-OH // want)
-    rows = min(rows, config.CPU_DIRECT_ACC_BYTES // max(1, Og * Wp * itemsize))
-    return int(max(1, min(rows, OH)))
+    rows = min(rows, config.CPU_DIRECT_ACC_BYTES // max(1, Og * side * Wi * itemsize))
+    return int(side), int(max(1, min(rows, OH)))
 
 
 def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
@@ -655,9 +704,8 @@ def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
                               np.ascontiguousarray(w).reshape(O, -1), b)
         return
     if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
-        Wp = OW + (KW - 1) * dw
-        rows = _direct_rows(N, groups, OH, O // groups, Wp, x.itemsize)
-        _direct_forward(y, x, w, bias, has_bias, pt, pl, dh, dw, groups, rows)
+        side, rows = _direct_tasks(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
+        _direct_forward(y, x, w, bias, has_bias, pt, pl, dh, dw, groups, rows, side)
         return
     if OH == 1 and KH == 1 and sw == 1 and groups == 1 and config.CPU_CONV_KERNEL == "auto":
         _conv1d_shifted_forward(y, x, w, bias, has_bias, pl, dw)
@@ -751,11 +799,11 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
                                       np.ascontiguousarray(x).reshape(N, R))
         return
     if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
-        rows = _direct_rows(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
-        units = N * -(-OH // rows)
+        side, rows = _direct_tasks(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
+        units = -(-N // side) * -(-OH // rows)
         per_seg = -(-units // config.CPU_WGRAD_MAX_SEGMENTS)
         part = np.empty((-(-units // per_seg), groups, O // groups, R), dtype=dwt.dtype)
-        _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, per_seg)
+        _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, per_seg)
         _reduce_partials(dwt.reshape(O, R), part)
         return
     if OH == 1 and KH == 1 and sw == 1 and groups == 1 and config.CPU_CONV_KERNEL == "auto":
@@ -793,8 +841,9 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
                                   .transpose(0, 2, 1, 3, 4).reshape(C, Og, KH, KW))
         Hp, Wp = OH + eh, OW + ew              # the padded input: pt + H + pb by pl + W + pr
         dxp = dx if (Hp, Wp) == (H, W) else np.empty((N, C, Hp, Wp), dtype=dx.dtype)
-        rows = _direct_rows(N, groups, Hp, Cg, Wp + ew, dx.itemsize)
-        _direct_forward(dxp, dy, wt, np.zeros(1, dx.dtype), False, eh, ew, dh, dw, groups, rows)
+        side, rows = _direct_tasks(N, groups, Hp, Cg, Wp + ew, dx.itemsize)
+        _direct_forward(dxp, dy, wt, np.zeros(1, dx.dtype), False, eh, ew, dh, dw, groups, rows,
+                        side)
         if dxp is not dx:
             dx[...] = dxp[:, :, pt:pt + H, pl:pl + W]
         return
