@@ -3,11 +3,13 @@ in the same run; plus one MNIST epoch's wall time for both, and the time to the 
 step of `numconv train-image` in a fresh process with warm kernel caches.
 
     python benchmarks/bench_train.py [--batches 64,256] [--steps 40] [--threads T]
-                                     [--mnist ../shared/data/mnist] [--epoch]
+                                     [--mnist ../shared/data/mnist] [--epoch] [--profile]
                                      [--startup [--repeat 7] [--startup-only]]
 
 Prints what it measured: images/s per batch size for both, and the ratio numconv / PyTorch; with
---startup, each fresh process's time to its first step and the median over --repeat processes.
+--profile, numconv's step layer by layer (median and best milliseconds of each layer's forward
+and backward over the timed steps); with --startup, each fresh process's time to its first step
+and the median over --repeat processes.
 """
 import argparse
 import os
@@ -53,6 +55,37 @@ def _torch_step(torch, model, opt):
     return step
 
 
+def profile_layers(model):
+    """Wrap every leaf layer's forward and backward with a timer; returns {name: [seconds]}."""
+    times = {}
+
+    def leaves(m, prefix):
+        if not m.children:
+            yield prefix, m
+        for k, c in m.children.items():
+            yield from leaves(c, f"{prefix}.{k}" if prefix else k)
+
+    for name, layer in leaves(model, ""):
+        for method in ("forward", "backward"):
+            inner = getattr(layer, method)
+            key = f"{name} ({type(layer).__name__}) {method}"
+
+            def timed(*a, inner=inner, key=key):
+                t = time.perf_counter()
+                out = inner(*a)
+                times.setdefault(key, []).append(time.perf_counter() - t)
+                return out
+            setattr(layer, method, timed)
+    return times
+
+
+def print_profile(times, warmup=3):
+    print(f"  {'layer':<34} {'median ms':>10} {'best ms':>8}")
+    for key, ts in times.items():
+        ts = ts[warmup:] or ts
+        print(f"  {key:<34} {statistics.median(ts) * 1e3:>10.3f} {min(ts) * 1e3:>8.3f}")
+
+
 def throughput(step, batches, warmup=3):
     for x, y in batches[:warmup]:
         step(x, y)
@@ -71,6 +104,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="Threads for both.")
     ap.add_argument("--mnist", default=None, help="MNIST IDX folder for the one-epoch timing.")
     ap.add_argument("--epoch", action="store_true", help="Also time one MNIST epoch (batch 64).")
+    ap.add_argument("--profile", action="store_true",
+                    help="Also time numconv's step layer by layer (after the throughput runs).")
     ap.add_argument("--startup", action="store_true",
                     help="Also time a fresh train-image process to its first step.")
     ap.add_argument("--repeat", type=int, default=5,
@@ -108,6 +143,13 @@ def main():
         tdata = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
         theirs = throughput(_torch_step(torch, tmodel, topt), tdata)
         print(f"{bs:>6} {ours:>14.0f} {theirs:>12.0f} {ours / theirs:>6.2f}")
+        if args.profile:
+            model = models.build_model("lenet5", seed=0)
+            model.skip_input_gradient()
+            times = profile_layers(model)
+            throughput(_numconv_step(model, SoftmaxCrossEntropy(),
+                                     SGD(model.named_parameters(), 0.01, 0.9)), data)
+            print_profile(times)
 
     if args.epoch:
         from numconv.data import images
