@@ -176,10 +176,12 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
     so that small images still give long runs) and one group (all its Og channels).
 
     For each input channel and kernel row, the taps are taken up to five at a time (a 5x5
-    kernel's row in one pass): one pass over the accumulators per group of taps, each pass
-    loading and storing them once (the memory traffic that bounds this loop; four taps a pass ran
-    1.4-1.6x faster than one, five 1.2x faster than four and one on 5x5 kernels). The code is
-    written out per group size: moved into a helper function, the loops ran 1.2-1.9x slower."""
+    kernel's row in one pass) and the output maps two at a time: one pass over a pair of
+    accumulator rows per group of taps, loading and storing each once and loading each input run
+    once for both (the memory traffic that bounds this loop; four taps a pass ran 1.4-1.6x faster
+    than one, five 1.2x faster than four and one on 5x5 kernels, pairs of maps 1.2x faster than
+    single maps). The code is written out per group size: moved into a helper function, the loops
+    ran 1.2-1.9x slower."""
     N, C, H, W = x.shape
     O, Cg, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -215,52 +217,75 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
                 while k < KW:
                     nk = min(5, KW - k)
                     off = m * dh * Wp + k * dw
-                    s0 = xp[c, off:off + Q]                  # tap k reads s0[q], k+1 s1[q], ...
-                    if nk == 5:
-                        s1 = xp[c, off + dw:off + dw + Q]
-                        s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
-                        s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
-                        s4 = xp[c, off + 4 * dw:off + 4 * dw + Q]
-                        for o in range(Og):
-                            wr = w[g * Og + o, c, m]
+                    # tap k + j reads sj[q]; taps past nk read s0 with a zero weight (never used)
+                    s0 = xp[c, off:off + Q]
+                    s1 = xp[c, off + dw:off + dw + Q] if nk > 1 else s0
+                    s2 = xp[c, off + 2 * dw:off + 2 * dw + Q] if nk > 2 else s0
+                    s3 = xp[c, off + 3 * dw:off + 3 * dw + Q] if nk > 3 else s0
+                    s4 = xp[c, off + 4 * dw:off + 4 * dw + Q] if nk > 4 else s0
+                    o = 0
+                    while o < Og:
+                        # two output maps a pass where there are two: both read the same runs
+                        two = o + 1 < Og
+                        wr = w[g * Og + o, c, m]
+                        vr = w[g * Og + o + 1, c, m] if two else wr
+                        a = acc[o]
+                        a2 = acc[o + 1] if two else acc[o]
+                        if nk == 5:
                             w0, w1, w2, w3, w4 = wr[k], wr[k + 1], wr[k + 2], wr[k + 3], wr[k + 4]
-                            a = acc[o]
-                            for q in range(Q):
-                                a[q] += (w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
-                                         + w4 * s4[q])
-                    elif nk == 4:
-                        s1 = xp[c, off + dw:off + dw + Q]
-                        s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
-                        s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
-                        for o in range(Og):
-                            wr = w[g * Og + o, c, m]
+                            v0, v1, v2, v3, v4 = vr[k], vr[k + 1], vr[k + 2], vr[k + 3], vr[k + 4]
+                            if two:
+                                for q in range(Q):
+                                    t0, t1, t2, t3, t4 = s0[q], s1[q], s2[q], s3[q], s4[q]
+                                    a[q] += w0 * t0 + w1 * t1 + w2 * t2 + w3 * t3 + w4 * t4
+                                    a2[q] += v0 * t0 + v1 * t1 + v2 * t2 + v3 * t3 + v4 * t4
+                            else:
+                                for q in range(Q):
+                                    a[q] += (w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
+                                             + w4 * s4[q])
+                        elif nk == 4:
                             w0, w1, w2, w3 = wr[k], wr[k + 1], wr[k + 2], wr[k + 3]
-                            a = acc[o]
-                            for q in range(Q):
-                                a[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
-                    elif nk == 3:
-                        s1 = xp[c, off + dw:off + dw + Q]
-                        s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
-                        for o in range(Og):
-                            wr = w[g * Og + o, c, m]
+                            v0, v1, v2, v3 = vr[k], vr[k + 1], vr[k + 2], vr[k + 3]
+                            if two:
+                                for q in range(Q):
+                                    t0, t1, t2, t3 = s0[q], s1[q], s2[q], s3[q]
+                                    a[q] += w0 * t0 + w1 * t1 + w2 * t2 + w3 * t3
+                                    a2[q] += v0 * t0 + v1 * t1 + v2 * t2 + v3 * t3
+                            else:
+                                for q in range(Q):
+                                    a[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
+                        elif nk == 3:
                             w0, w1, w2 = wr[k], wr[k + 1], wr[k + 2]
-                            a = acc[o]
-                            for q in range(Q):
-                                a[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
-                    elif nk == 2:
-                        s1 = xp[c, off + dw:off + dw + Q]
-                        for o in range(Og):
-                            wr = w[g * Og + o, c, m]
-                            w0, w1 = wr[k], wr[k + 1]
-                            a = acc[o]
-                            for q in range(Q):
-                                a[q] += w0 * s0[q] + w1 * s1[q]
-                    else:
-                        for o in range(Og):
-                            w0 = w[g * Og + o, c, m, k]
-                            a = acc[o]
-                            for q in range(Q):
-                                a[q] += w0 * s0[q]
+                            v0, v1, v2 = vr[k], vr[k + 1], vr[k + 2]
+                            if two:
+                                for q in range(Q):
+                                    t0, t1, t2 = s0[q], s1[q], s2[q]
+                                    a[q] += w0 * t0 + w1 * t1 + w2 * t2
+                                    a2[q] += v0 * t0 + v1 * t1 + v2 * t2
+                            else:
+                                for q in range(Q):
+                                    a[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                        elif nk == 2:
+                            w0, w1, v0, v1 = wr[k], wr[k + 1], vr[k], vr[k + 1]
+                            if two:
+                                for q in range(Q):
+                                    t0, t1 = s0[q], s1[q]
+                                    a[q] += w0 * t0 + w1 * t1
+                                    a2[q] += v0 * t0 + v1 * t1
+                            else:
+                                for q in range(Q):
+                                    a[q] += w0 * s0[q] + w1 * s1[q]
+                        else:
+                            w0, v0 = wr[k], vr[k]
+                            if two:
+                                for q in range(Q):
+                                    t0 = s0[q]
+                                    a[q] += w0 * t0
+                                    a2[q] += v0 * t0
+                            else:
+                                for q in range(Q):
+                                    a[q] += w0 * s0[q]
+                        o += 2 if two else 1
                     k += nk
         for b_ in range(nb):
             for o in range(Og):
@@ -369,13 +394,127 @@ def _shifted_weight_1d(part, dyf, xf, dw):
             np.dot(gt, xf[r0 + k * dw:r1 + k * dw], part[s, k])
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _dw_single_taps(acc, gp, xp, o, c, r, off, dw, nk, Q):
+    """acc[o, r + j] += the dot product of gp[o, :Q] with xp[c, off + j*dw:][:Q], j < nk (1-5):
+    one pass over dy's row feeds nk sums."""
+    g = gp[o]
+    s0 = xp[c, off:off + Q]
+    if nk == 5:
+        s1, s2 = xp[c, off + dw:off + dw + Q], xp[c, off + 2 * dw:off + 2 * dw + Q]
+        s3, s4 = xp[c, off + 3 * dw:off + 3 * dw + Q], xp[c, off + 4 * dw:off + 4 * dw + Q]
+        d0, d1, d2, d3, d4 = acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], acc[o, r + 4]
+        for q in range(Q):
+            gq = g[q]
+            d0 += gq * s0[q]
+            d1 += gq * s1[q]
+            d2 += gq * s2[q]
+            d3 += gq * s3[q]
+            d4 += gq * s4[q]
+        acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], acc[o, r + 4] = d0, d1, d2, d3, d4
+    elif nk == 4:
+        s1, s2 = xp[c, off + dw:off + dw + Q], xp[c, off + 2 * dw:off + 2 * dw + Q]
+        s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
+        d0, d1, d2, d3 = acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3]
+        for q in range(Q):
+            gq = g[q]
+            d0 += gq * s0[q]
+            d1 += gq * s1[q]
+            d2 += gq * s2[q]
+            d3 += gq * s3[q]
+        acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3] = d0, d1, d2, d3
+    elif nk == 3:
+        s1, s2 = xp[c, off + dw:off + dw + Q], xp[c, off + 2 * dw:off + 2 * dw + Q]
+        d0, d1, d2 = acc[o, r], acc[o, r + 1], acc[o, r + 2]
+        for q in range(Q):
+            gq = g[q]
+            d0 += gq * s0[q]
+            d1 += gq * s1[q]
+            d2 += gq * s2[q]
+        acc[o, r], acc[o, r + 1], acc[o, r + 2] = d0, d1, d2
+    elif nk == 2:
+        s1 = xp[c, off + dw:off + dw + Q]
+        d0, d1 = acc[o, r], acc[o, r + 1]
+        for q in range(Q):
+            gq = g[q]
+            d0 += gq * s0[q]
+            d1 += gq * s1[q]
+        acc[o, r], acc[o, r + 1] = d0, d1
+    else:
+        d0 = acc[o, r]
+        for q in range(Q):
+            d0 += g[q] * s0[q]
+        acc[o, r] = d0
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _dw_pair_taps(acc, gp, xp, o, c, r, off, dw, nk, Q):
+    """_dw_single_taps for maps o and o + 1 together, nk of 3-5 taps: each input run is loaded
+    once for both maps' sums (1.2-1.5x faster than one map a pass)."""
+    g, h = gp[o], gp[o + 1]
+    s0, s1 = xp[c, off:off + Q], xp[c, off + dw:off + dw + Q]
+    s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
+    if nk == 5:
+        s3, s4 = xp[c, off + 3 * dw:off + 3 * dw + Q], xp[c, off + 4 * dw:off + 4 * dw + Q]
+        d0, d1, d2, d3, d4 = acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], acc[o, r + 4]
+        e0, e1, e2 = acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2]
+        e3, e4 = acc[o + 1, r + 3], acc[o + 1, r + 4]
+        for q in range(Q):
+            gq, hq = g[q], h[q]
+            t0, t1, t2, t3, t4 = s0[q], s1[q], s2[q], s3[q], s4[q]
+            d0 += gq * t0
+            d1 += gq * t1
+            d2 += gq * t2
+            d3 += gq * t3
+            d4 += gq * t4
+            e0 += hq * t0
+            e1 += hq * t1
+            e2 += hq * t2
+            e3 += hq * t3
+            e4 += hq * t4
+        acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], acc[o, r + 4] = d0, d1, d2, d3, d4
+        acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2] = e0, e1, e2
+        acc[o + 1, r + 3], acc[o + 1, r + 4] = e3, e4
+    elif nk == 4:
+        s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
+        d0, d1, d2, d3 = acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3]
+        e0, e1, e2, e3 = acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2], acc[o + 1, r + 3]
+        for q in range(Q):
+            gq, hq = g[q], h[q]
+            t0, t1, t2, t3 = s0[q], s1[q], s2[q], s3[q]
+            d0 += gq * t0
+            d1 += gq * t1
+            d2 += gq * t2
+            d3 += gq * t3
+            e0 += hq * t0
+            e1 += hq * t1
+            e2 += hq * t2
+            e3 += hq * t3
+        acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3] = d0, d1, d2, d3
+        acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2], acc[o + 1, r + 3] = e0, e1, e2, e3
+    else:
+        d0, d1, d2 = acc[o, r], acc[o, r + 1], acc[o, r + 2]
+        e0, e1, e2 = acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2]
+        for q in range(Q):
+            gq, hq = g[q], h[q]
+            t0, t1, t2 = s0[q], s1[q], s2[q]
+            d0 += gq * t0
+            d1 += gq * t1
+            d2 += gq * t2
+            e0 += hq * t0
+            e1 += hq * t1
+            e2 += hq * t2
+        acc[o, r], acc[o, r + 1], acc[o, r + 2] = d0, d1, d2
+        acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2] = e0, e1, e2
+
+
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
 def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, units_per_seg):
     """Stride 1. part[s, g, o, r] = sum over the units (`side` images side by side, a block of
     output rows) of segment s of the dot product of dy's rows with the input run that tap
     r = (c, m, k) reads, in unit order. Flat at pitch Wp as in _direct_forward, dy's copy zero in
     the KW - 1 dropped positions of each row; taps up to five at a time, so that one pass over dy
-    feeds five sums.
+    feeds five sums, and output maps two at a time where there are two and 3-5 taps.
 
     fastmath 'reassoc' lets the compiler split each dot product into vector lanes: the order of
     summation is then fixed by the compiled code and the shapes, still the same bits on any
@@ -413,8 +552,9 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, uni
                     for i in range(nr):
                         q0 = i * Wp + b_ * Wi
                         gp[o, q0:q0 + OW] = dy[n0 + b_, g * Og + o, oh0 + i]
-            for o in range(Og):
-                gr = gp[o]
+            o = 0
+            while o < Og:
+                two = o + 1 < Og
                 for c in range(Cg):
                     for m in range(KH):
                         k = 0
@@ -422,61 +562,14 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, uni
                             nk = min(5, KW - k)
                             off = m * dh * Wp + k * dw
                             r = (c * KH + m) * KW + k
-                            s0 = xp[c, off:off + Q]
-                            if nk == 5:
-                                s1 = xp[c, off + dw:off + dw + Q]
-                                s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
-                                s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
-                                s4 = xp[c, off + 4 * dw:off + 4 * dw + Q]
-                                d0, d1, d2, d3, d4 = acc[o, r], acc[o, r + 1], acc[o, r + 2], \
-                                    acc[o, r + 3], acc[o, r + 4]
-                                for q in range(Q):
-                                    gq = gr[q]
-                                    d0 += gq * s0[q]
-                                    d1 += gq * s1[q]
-                                    d2 += gq * s2[q]
-                                    d3 += gq * s3[q]
-                                    d4 += gq * s4[q]
-                                acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], \
-                                    acc[o, r + 4] = d0, d1, d2, d3, d4
-                            elif nk == 4:
-                                s1 = xp[c, off + dw:off + dw + Q]
-                                s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
-                                s3 = xp[c, off + 3 * dw:off + 3 * dw + Q]
-                                d0, d1, d2, d3 = acc[o, r], acc[o, r + 1], acc[o, r + 2], \
-                                    acc[o, r + 3]
-                                for q in range(Q):
-                                    gq = gr[q]
-                                    d0 += gq * s0[q]
-                                    d1 += gq * s1[q]
-                                    d2 += gq * s2[q]
-                                    d3 += gq * s3[q]
-                                acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3] = \
-                                    d0, d1, d2, d3
-                            elif nk == 3:
-                                s1 = xp[c, off + dw:off + dw + Q]
-                                s2 = xp[c, off + 2 * dw:off + 2 * dw + Q]
-                                d0, d1, d2 = acc[o, r], acc[o, r + 1], acc[o, r + 2]
-                                for q in range(Q):
-                                    gq = gr[q]
-                                    d0 += gq * s0[q]
-                                    d1 += gq * s1[q]
-                                    d2 += gq * s2[q]
-                                acc[o, r], acc[o, r + 1], acc[o, r + 2] = d0, d1, d2
-                            elif nk == 2:
-                                s1 = xp[c, off + dw:off + dw + Q]
-                                d0, d1 = acc[o, r], acc[o, r + 1]
-                                for q in range(Q):
-                                    gq = gr[q]
-                                    d0 += gq * s0[q]
-                                    d1 += gq * s1[q]
-                                acc[o, r], acc[o, r + 1] = d0, d1
+                            if two and nk >= 3:
+                                # two output maps a pass: both dot products read the same runs
+                                _dw_pair_taps(acc, gp, xp, o, c, r, off, dw, nk, Q)
                             else:
-                                d0 = acc[o, r]
-                                for q in range(Q):
-                                    d0 += gr[q] * s0[q]
-                                acc[o, r] = d0
+                                for oo in range(o, o + 2 if two else o + 1):
+                                    _dw_single_taps(acc, gp, xp, oo, c, r, off, dw, nk, Q)
                             k += nk
+                o += 2 if two else 1
 
 
 @njit(parallel=True, cache=True)
