@@ -676,14 +676,31 @@ def _input_blocks(dx, dy3, wT3, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, rows_per
                             dx[n, g * Cg + c, ih, start + j * sw] += dcol[r, base + j]
 
 
-@njit(parallel=True, cache=True)
-def _bias_grad(db, dy3):
-    N, O, P = dy3.shape
-    for o in prange(O):
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
+def _bias_partials(part, dy3):
+    """part[s, o] = dy3[n, o, :] summed over the images n of segment s, in float64. fastmath
+    'reassoc' lets each plane's sum run in vector lanes (an order fixed by the compiled code and
+    the shapes: the same bits on any thread count)."""
+    S, O = part.shape
+    N = dy3.shape[0]
+    for t in prange(S * O):
+        o = t % O
+        s = t // O
         acc = 0.0
-        for n in range(N):
-            for p in range(P):
-                acc += dy3[n, o, p]
+        for n in range(s * N // S, (s + 1) * N // S):
+            row = dy3[n, o]
+            for p in range(row.shape[0]):
+                acc += row[p]
+        part[s, o] = acc
+
+
+@njit(cache=True)
+def _sum_bias_partials(db, part):
+    """db[o] = sum over s of part[s, o], s in increasing order."""
+    for o in range(part.shape[1]):
+        acc = part[0, o]
+        for s in range(1, part.shape[0]):
+            acc += part[s, o]
         db[o] = acc
 
 
@@ -960,7 +977,12 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
 def conv2d_backward_bias(db, dy):
     """db (O,) = dy summed over batch and positions."""
     N, O, OH, OW = dy.shape
-    _bias_grad(db, dy.reshape(N, O, OH * OW))
+    # a few output maps (LeNet's 6) would leave most cores idle: segments of images make at
+    # least CPU_MIN_TASKS tasks, their float64 partial sums added in order
+    S = int(min(N, max(1, -(-config.CPU_MIN_TASKS // O))))
+    part = np.empty((S, O), np.float64)
+    _bias_partials(part, dy.reshape(N, O, OH * OW))
+    _sum_bias_partials(db, part)
 
 
 def conv1d_max_backward(dxt, dwt, db, dm, idx, xt, wt, s, pl, d):
