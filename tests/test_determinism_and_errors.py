@@ -140,7 +140,8 @@ def test_direct_kernels_with_images_side_by_side_are_thread_count_independent(re
     for n in (1, 2):
         numba.set_num_threads(n)
         out[n] = (nc.conv2d(x, w), nc.conv2d_backward_input(dy, w, x.shape),
-                  nc.conv2d_backward_weight(dy, x, (5, 5)))
+                  nc.conv2d_backward_weight(dy, x, (5, 5)),
+                  nc.conv2d_backward_bias(dy[:, :3]))       # 3 maps: 3 segments of images
     for a, b in zip(out[1], out[2]):
         assert_bitwise_equal(a, b)
 
