@@ -1,10 +1,12 @@
-"""CPU convolution kernels: im2col on tiles, a matrix product per tile, gathered gradients.
+"""CPU convolution kernels. Four forms, chosen by the layer's shape (conv_kernel and the
+launchers below; config.CPU_CONV_KERNEL forces im2col or direct), all with gathered gradients.
 
-The output pixels of a whole batch are numbered j = n * P + p (P = OH * OW) and cut into tiles of
-`tn` consecutive columns. For a tile, im2col writes the receptive field of each of its pixels as a
-column of `col` (rows r = (c, m, k) in the weight's order), and the tile's outputs are one matrix
-product W_g (Og, Cg*KH*KW) @ col (Cg*KH*KW, tn). Tiles are independent, so they run in parallel with
-no shared writes; tile sizes depend only on shapes (numconv.config), never on the thread count.
+im2col on tiles (the general case). The output pixels of a whole batch are numbered j = n * P + p
+(P = OH * OW) and cut into tiles of `tn` consecutive columns. For a tile, im2col writes the
+receptive field of each of its pixels as a column of `col` (rows r = (c, m, k) in the weight's
+order), and the tile's outputs are one matrix product W_g (Og, Cg*KH*KW) @ col (Cg*KH*KW, tn).
+Tiles are independent, so they run in parallel with no shared writes; tile sizes depend only on
+shapes (numconv.config), never on the thread count.
 
 - forward: y = W @ col per tile, scattered back to (N, O, OH, OW) with the bias added.
 - weight gradient: dW = sum over column chunks of dY_chunk @ col_chunk^T, chunks larger than the
@@ -12,12 +14,15 @@ no shared writes; tile sizes depend only on shapes (numconv.config), never on th
   partial sums are reduced in a fixed order: no atomics, the same bits every run.
 - input gradient: dcol = W^T @ dY for a block of output rows, then each input pixel *gathers* the
   dcol entries that read it (col2im as a gather), so no two tasks write the same dx element.
+
+The other forms:
 - direct forward (stride 1, few output channels per group, e.g. LeNet's 6 and 16 maps, or
-  depthwise): with the padded input rows laid end to end at pitch Wp = pl + W + pr, output pixel
-  (r, ow) of a block of rows is flat position q = r*Wp + ow and tap (m, k) reads flat position
-  q + m*dh*Wp + k*dw. So each tap adds w[o, c, m, k] times one contiguous run of the input to one
-  contiguous run of accumulators: a long loop the compiler vectorises, with no im2col at all. The
-  KW - 1 positions at the end of each row are computed and dropped (the price of the long runs).
+  depthwise): with the padded input rows laid end to end at pitch Wp = pl + W + pr (and small
+  images side by side, Wp = images * (pl + W + pr)), output pixel (r, ow) of a block of rows is
+  flat position q = r*Wp + ow and tap (m, k) reads flat position q + m*dh*Wp + k*dw. So each tap
+  adds w[o, c, m, k] times one contiguous run of the input to one contiguous run of
+  accumulators: a long loop the compiler vectorises, with no im2col at all. The KW - 1 positions
+  at the end of each image's row are computed and dropped (the price of the long runs).
 - conv1d with stride 1 and one group (the Kim CNN's layers), where im2col is used otherwise: with
   x copied channels last and padded, (N * Lp, C) at Lp = pl + L + pr rows an image, output row
   q = n * Lp + t is the sum over taps k of x_rows[q + k*dw] @ W_k.T (C, O): K matrix products over
@@ -761,7 +766,8 @@ def _tile_cols(R, itemsize):
 
 
 def conv_kernel(O, Cg, KH, KW, sh, sw, groups):
-    """'direct' or 'im2col': the forward kernel for a layer of this shape. config.CPU_CONV_KERNEL
+    """'direct' or 'im2col': the kernel for a layer of this shape (its forward pass and weight
+    gradient; the input gradient asks with the channel axes swapped). config.CPU_CONV_KERNEL
     'auto' picks direct for stride 1 with at most CPU_DIRECT_MAX_CHANNELS output channels per
     group, or up to twice as many where each output has at most CPU_DIRECT_FEW_TAPS taps
     (Cg*KH*KW): there im2col's matrix product has too few rows to run near the BLAS peak. A forced
