@@ -147,6 +147,11 @@ EDGE_CONV_CASES = [
                                                  padding="same")),
     # 'full' with dilation
     ConvCase(2, (1, 1, 3, 4), (1, 1, 2, 3), dict(dilation=(2, 1), padding="full")),
+    # one input and output row, one-row kernel, but not a conv1d: top padding (the one output
+    # row reads only padding) or a vertical stride past a second input row (found in review:
+    # these went to the conv1d kernels, wrong forward and gradients, a crash in dx)
+    ConvCase(2, (2, 3, 1, 6), (40, 3, 1, 3), dict(stride=(2, 1), padding=((1, 0), (0, 0)))),
+    ConvCase(2, (2, 3, 2, 6), (40, 3, 1, 3), dict(stride=(2, 1))),
     # the kernel covers the whole input: a 1x1 output ('auto' runs it as a Linear layer)
     ConvCase(2, (1, 2, 4, 5), (3, 2, 4, 5), dict()),
     ConvCase(2, (3, 4, 5, 5), (7, 4, 5, 5), dict(stride=2)),

@@ -785,6 +785,14 @@ def conv_kernel(O, Cg, KH, KW, sh, sw, groups):
     return "direct" if Og <= config.CPU_DIRECT_MAX_CHANNELS * (2 if few else 1) else "im2col"
 
 
+def _conv1d_shifted(H, KH, OH, pt, sw, groups):
+    """A conv1d (one input row, a one-row kernel, no top padding: one output row reading input
+    row 0) with stride 1 and one group, under 'auto': the shifted-products kernels. (One output
+    row alone is not enough: a vertical stride above H, or top padding, gives one too.)"""
+    return (config.CPU_CONV_KERNEL == "auto" and H == 1 and KH == 1 and pt == 0 and OH == 1
+            and sw == 1 and groups == 1)
+
+
 def _whole_input(x_shape, w_shape, y_shape, pt, pl, dh, dw, groups):
     """The kernel covers the whole unpadded input once: a Linear layer on the flattened image
     (under config.CPU_CONV_KERNEL 'auto'; a forced kernel runs as it says)."""
@@ -823,7 +831,7 @@ def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
         side, rows = _direct_tasks(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
         _direct_forward(y, x, w, bias, has_bias, pt, pl, dh, dw, groups, rows, side)
         return
-    if OH == 1 and KH == 1 and sw == 1 and groups == 1 and config.CPU_CONV_KERNEL == "auto":
+    if _conv1d_shifted(x.shape[2], KH, OH, pt, sw, groups):
         _conv1d_shifted_forward(y, x, w, bias, has_bias, pl, dw)
         return
     w3 = w.reshape(groups, O // groups, Cg * KH * KW)
@@ -922,7 +930,7 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
         _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, per_seg)
         _reduce_partials(dwt.reshape(O, R), part)
         return
-    if OH == 1 and KH == 1 and sw == 1 and groups == 1 and config.CPU_CONV_KERNEL == "auto":
+    if _conv1d_shifted(x.shape[2], KH, OH, pt, sw, groups):
         _conv1d_shifted_weight(dwt, dy, x, pl, dw)
         return
     chunk, per_seg, nseg = _wgrad_chunks(R, x.itemsize, N * OH * OW)
@@ -963,7 +971,7 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
         if dxp is not dx:
             dx[...] = dxp[:, :, pt:pt + H, pl:pl + W]
         return
-    if OH == 1 and KH == 1 and sw == 1 and groups == 1 and config.CPU_CONV_KERNEL == "auto":
+    if _conv1d_shifted(H, KH, OH, pt, sw, groups):
         _conv1d_shifted_input(dx, dy, w, pl, dw)
         return
     R = Cg * KH * KW
