@@ -149,14 +149,14 @@ def test_direct_kernels_with_images_side_by_side_are_thread_count_independent(re
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 def test_shifted_conv1d_over_many_blocks_and_segments_is_thread_count_independent(
         restore_threads):
-    """8 sentences of 200 tokens: the shifted products run in 8 blocks of rows and the weight
+    """16 sentences of 200 tokens: the shifted products run in 8 blocks of rows and the weight
     gradient in 3 segments (a Kim-CNN-like layer of 40 maps)."""
     from numconv.kernels.cpu.conv import _shifted_rows
-    assert -(-8 * 204 // _shifted_rows(8, 204)) == 8 and 8 * 204 // 512 == 3
+    assert -(-16 * 204 // _shifted_rows(16, 204)) == 8 and 16 * 204 // 1024 == 3
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((8, 16, 200)).astype(np.float32)
+    x = rng.standard_normal((16, 16, 200)).astype(np.float32)
     w = rng.standard_normal((40, 16, 5)).astype(np.float32)
-    dy = rng.standard_normal((8, 40, 200)).astype(np.float32)
+    dy = rng.standard_normal((16, 40, 200)).astype(np.float32)
     out = {}
     for n in (1, 2):
         numba.set_num_threads(n)

@@ -280,6 +280,7 @@ MULTI_TILE_CASES = [
     ConvCase(1, (5, 30, 21), (100, 30, 4), dict()),
     ConvCase(1, (3, 8, 30), (40, 8, 5), dict(padding=((3, 1),), dilation=2)),
     ConvCase(1, (1, 6, 300), (48, 6, 3), dict(padding="same")),
+    ConvCase(1, (16, 4, 200), (40, 4, 5), dict(padding="same")),      # dw: 3 row segments
     # the direct kernels' images side by side: groups of 2, of 4 with a ragged last group, 6 per
     # task with two groups of channels
     ConvCase(2, (20, 3, 9, 8), (5, 3, 3, 2), dict(padding=((1, 0), (2, 1)), dilation=(1, 2))),
