@@ -176,6 +176,23 @@ def _forward_tiles(y3, x, w3, b, has_bias, KH, KW, sh, sw, pt, pl, dh, dw, OW, t
             q += run
 
 
+@njit(cache=True)
+def _padded_rows(x, n0, nb, c0, Cg, oh0, hin, pt, pl, Wi):
+    """The direct kernels' input layout: xp[c, i*Wp + b*Wi + j] = x[n0 + b, c0 + c, oh0 - pt + i,
+    j - pl] for nb images side by side (Wp = nb * Wi), hin rows, zero outside the input."""
+    H, W = x.shape[2], x.shape[3]
+    Wp = nb * Wi
+    xp = np.zeros((Cg, hin * Wp), dtype=x.dtype)
+    i0 = max(0, pt - oh0)
+    i1 = min(hin, H + pt - oh0)
+    for b_ in range(nb):
+        for c in range(Cg):
+            for i in range(i0, i1):
+                d0 = i * Wp + b_ * Wi + pl
+                xp[c, d0:d0 + W] = x[n0 + b_, c0 + c, oh0 - pt + i]
+    return xp
+
+
 @njit(parallel=True, cache=True)
 def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
     """Stride 1. Each task owns `rows` output rows of `side` consecutive images (laid side by side,
@@ -205,15 +222,7 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
         nr = min(OH, oh0 + rows) - oh0
         hin = nr + (KH - 1) * dh             # padded input rows read by this block
         Q = (nr - 1) * Wp + (nb - 1) * Wi + OW
-        # xp[c, i*Wp + b*Wi + j] = x[n0 + b, g*Cg + c, oh0 - pt + i, j - pl], zero outside
-        xp = np.zeros((Cg, hin * Wp), dtype=x.dtype)
-        i0 = max(0, pt - oh0)
-        i1 = min(hin, H + pt - oh0)
-        for b_ in range(nb):
-            for c in range(Cg):
-                for i in range(i0, i1):
-                    d0 = i * Wp + b_ * Wi + pl
-                    xp[c, d0:d0 + W] = x[n0 + b_, g * Cg + c, oh0 - pt + i]
+        xp = _padded_rows(x, n0, nb, g * Cg, Cg, oh0, hin, pt, pl, Wi)
         acc = np.empty((Og, Q), dtype=y.dtype)
         for o in range(Og):
             acc[o, :] = b[g * Og + o] if has_bias else 0
@@ -546,15 +555,9 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, uni
             nr = min(OH, oh0 + rows) - oh0
             hin = nr + (KH - 1) * dh
             Q = (nr - 1) * Wp + (nb - 1) * Wi + OW
-            xp = np.zeros((Cg, hin * Wp), dtype=x.dtype)
-            i0 = max(0, pt - oh0)
-            i1 = min(hin, H + pt - oh0)
+            xp = _padded_rows(x, n0, nb, g * Cg, Cg, oh0, hin, pt, pl, Wi)
             gp = np.zeros((Og, Q), dtype=dy.dtype)
             for b_ in range(nb):
-                for c in range(Cg):
-                    for i in range(i0, i1):
-                        d0 = i * Wp + b_ * Wi + pl
-                        xp[c, d0:d0 + W] = x[n0 + b_, g * Cg + c, oh0 - pt + i]
                 for o in range(Og):
                     for i in range(nr):
                         q0 = i * Wp + b_ * Wi
@@ -899,10 +902,9 @@ def _conv1d_shifted_weight(dwt, dy, x, pl, dw):
     part = np.empty((S, KW, O, C), dtype=dwt.dtype)
     with single_threaded_blas():
         _shifted_weight_1d(part, dyf, xt.reshape((N + 1) * Lp, C), dw)
-    total = part[0].copy()
-    for s in range(1, S):                    # in segment order: the same bits on any thread count
-        total += part[s]
-    dwt[:, :, 0, :] = total.transpose(1, 2, 0)
+    total = np.empty((KW, O * C), dtype=dwt.dtype)    # segments added in order, as im2col's
+    _reduce_partials(total, part.reshape(S, 1, KW, O * C))
+    dwt[:, :, 0, :] = total.reshape(KW, O, C).transpose(1, 2, 0)
 
 
 def _wgrad_chunks(R, itemsize, ncols):
