@@ -4,7 +4,7 @@ tagger, chunk F1), and training throughput against PyTorch CPU for the same netw
     python benchmarks/bench_text.py mr [--variant rand|non-static] [--vectors glove-6b-50d]
                                        [--folds 10] [--max-folds N] [--epochs 25]
     python benchmarks/bench_text.py conll2000 [--vectors glove-6b-50d] [--epochs 10]
-    python benchmarks/bench_text.py speed [--steps 5]
+    python benchmarks/bench_text.py speed [--steps 5] [--nets kim,tagger]
 
 Data come from ../shared/data (see its README). Every figure printed is what was measured in this
 run; nothing is copied from elsewhere.
@@ -135,13 +135,50 @@ def _torch_kim(V, D, K, widths, maps):
 def bench_speed(args):
     import torch
     from numconv.nn import SoftmaxCrossEntropy
-    from numconv.optim import Adadelta, Adam
-    from numconv.text.models import KimCNN, WindowTagger, window_mask
-    from numconv.text.train import pad_batch, tagging_loss
     torch.set_num_threads(args.threads or os.cpu_count())
     rng = np.random.default_rng(0)
     V, widths, maps, L = 18000, (3, 4, 5), 100, 21   # MR: ~18k words, ~21 tokens a sentence
     loss_fn = SoftmaxCrossEntropy()
+    if "kim" in args.nets.split(","):
+        _kim_speed(args, rng, V, widths, maps, L, loss_fn)
+    if "tagger" not in args.nets.split(","):
+        return
+    print("window tagger training (forward, backward, Adam), tokens/s, random word ids (every "
+          "id equally likely: ids barely repeat within a batch):")
+
+    def random_batch(B):
+        sents = [rng.integers(1, V, rng.integers(15, 35)) for _ in range(B)]
+        return sents, [np.ones(len(s), np.int64) for s in sents], None
+    _tagger_speed(args, V, random_batch)
+    conll = os.path.join(SHARED, "conll2000", "train.txt")
+    if not os.path.exists(conll):
+        print(f"(no {conll}: the tagger on real sentences is skipped)")
+        return
+    from numconv.text.data import read_conll
+    from numconv.text.models import caps_feature
+    split = read_conll(conll)
+    vocab, tagset = {}, {}
+    for words, tags in zip(split.tokens, split.labels):
+        for w, t in zip(words, tags):
+            vocab.setdefault(w.lower(), len(vocab) + 1)
+            tagset.setdefault(t, len(tagset))
+    print(f"window tagger, tokens/s, CoNLL-2000's training sentences ({len(vocab)} lower-cased "
+          f"words, their capitalisation and chunk tags; batches drawn at random):")
+
+    def real_batch(B):
+        pick = rng.choice(len(split.tokens), B, replace=False)
+        sents = [np.array([vocab[w.lower()] for w in split.tokens[i]]) for i in pick]
+        caps = [np.array([caps_feature(w) for w in split.tokens[i]]) for i in pick]
+        return sents, caps, [np.array([tagset[t] for t in split.labels[i]]) for i in pick]
+    _tagger_speed(args, len(vocab) + 1, real_batch, len(tagset))
+
+
+def _kim_speed(args, rng, V, widths, maps, L, loss_fn):
+    """Kim's CNN (Adadelta) against the same network in PyTorch, 50- and 300-d, batch 50 and 256."""
+    import torch
+    from numconv.optim import Adadelta
+    from numconv.text.models import KimCNN, window_mask
+    from numconv.text.train import pad_batch
     print("Kim CNN training (forward, backward, Adadelta), sentences/s:")
     for D in (50, 300):
         for B in (50, 256):
@@ -170,15 +207,29 @@ def bench_speed(args):
             r = _rates((ours, theirs), B, args.steps, args.rounds)
             print(f"  D={D:3d} batch {B:3d}: numconv {r[0]:8.0f}  torch {r[1]:8.0f}  "
                   f"ratio {r[0] / r[1]:.2f}", flush=True)
-    print("window tagger training (forward, backward, Adam), tokens/s:")
+
+
+def _tagger_speed(args, V, make_batch, num_tags=23):
+    """The window tagger (window 5, 300 hardtanh units, Adam) against the same network in PyTorch,
+    on batches of 32 (Collobert et al.'s recipe), 50 and 256 sentences from make_batch(B)."""
+    import torch
+    from numconv.nn import SoftmaxCrossEntropy
+    from numconv.optim import Adam
+    from numconv.text.models import WindowTagger
+    from numconv.text.train import pad_batch, tagging_loss
+    rng = np.random.default_rng(1)
+    loss_fn = SoftmaxCrossEntropy()
     for D in (50, 300):
-        for B in (32, 50, 256):    # 32: Collobert et al.'s recipe; 50, 256 as for the Kim CNN
-            sents = [rng.integers(1, V, rng.integers(15, 35)) for _ in range(B)]
-            m = WindowTagger(V, 23, embed_dim=D, window=5, hidden=300)
+        for B in (32, 50, 256):
+            sents, caps, tags = make_batch(B)
+            m = WindowTagger(V, num_tags, embed_dim=D, window=5, hidden=300)
             ids, lengths = pad_batch(sents, m.pad)
-            caps, _ = pad_batch([np.ones(len(s), np.int64) for s in sents], m.pad)
+            caps, _ = pad_batch(caps, m.pad)
             T = ids.shape[1] - 2 * m.pad
-            tags = rng.integers(0, 23, (B, T))
+            if tags is None:
+                tags = rng.integers(0, num_tags, (B, T))
+            else:
+                tags = np.stack([np.pad(t, (0, T - len(t))) for t in tags])
             mask = np.arange(T)[None, :] < lengths[:, None]
             opt = Adam(m.named_parameters())
 
@@ -189,7 +240,8 @@ def bench_speed(args):
                 opt.step()
             tnn = torch.nn
             temb, tcap = tnn.Embedding(V, D), tnn.Embedding(6, 5)
-            tnet = tnn.Sequential(tnn.Conv1d(D + 5, 300, 5), tnn.Hardtanh(), tnn.Conv1d(300, 23, 1))
+            tnet = tnn.Sequential(tnn.Conv1d(D + 5, 300, 5), tnn.Hardtanh(),
+                                  tnn.Conv1d(300, num_tags, 1))
             params = list(temb.parameters()) + list(tcap.parameters()) + list(tnet.parameters())
             topt = torch.optim.Adam(params)
             tids, tcaps = torch.tensor(ids), torch.tensor(caps)
@@ -202,9 +254,10 @@ def bench_speed(args):
                 torch.nn.functional.cross_entropy(logits, ttags[tmask]).backward()
                 topt.step()
             n = int(mask.sum())
+            distinct = len(np.unique(np.concatenate(sents))) / n
             r = _rates((ours, theirs), n, args.steps, args.rounds)
-            print(f"  D={D:3d} batch {B:3d}: numconv {r[0]:8.0f}  torch {r[1]:8.0f}  "
-                  f"ratio {r[0] / r[1]:.2f}", flush=True)
+            print(f"  D={D:3d} batch {B:3d} ({100 * distinct:.0f} % of words distinct): numconv "
+                  f"{r[0]:8.0f}  torch {r[1]:8.0f}  ratio {r[0] / r[1]:.2f}", flush=True)
 
 
 def _rates(fns, items, steps, rounds):
@@ -256,6 +309,8 @@ def main():
     p.add_argument("--min-freq", type=int, default=1,
                    help="Words seen fewer times in training share the unknown-word row.")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--nets", default="kim,tagger",
+                   help="speed: the networks to time, comma-separated (kim, tagger).")
     p.add_argument("--rounds", type=int, default=3,
                    help="speed: alternating timed blocks per library (the best block counts).")
     p.add_argument("--jobs", type=int, default=1,

@@ -44,6 +44,15 @@ CPU_WINDOW_MIN_ROWS = 64
 # Their weight gradients (a reduction over the rows) run one product per segment of at least this
 # many rows: at 300 hidden units, 2-4 segments of a 6,400-row batch ran 15 % faster than 8.
 CPU_WINDOW_SEGMENT_ROWS = 1536
+# The tagger's first layer multiplies either each real token's window (K*C inputs a token) or,
+# where its inputs are looked up in tables, each distinct id of each table once (the products by
+# id of numconv.kernels.cpu.windows). "auto" goes by id where the sum over tables of (distinct ids
+# x dimension + real tokens x ID_OVERHEAD) is below real tokens x C: the gathers around the
+# products by id cost about as much per table as ID_OVERHEAD more dimensions would (2 cores, 300
+# hidden units: random ids at batch 256, 85 % of them distinct, ran 1.12x faster by id at 300-d
+# and 0.86x at 50-d). "windows" and "distinct" force one.
+CPU_WINDOW_PRODUCTS = "auto"
+CPU_WINDOW_ID_OVERHEAD = 10
 
 # Host arrays of at least this many elements are zeroed by Numba's threads (zero_grad).
 CPU_PARALLEL_ZERO_MIN = 1 << 16

@@ -4,6 +4,7 @@ the max-norm constraint and conlleval chunk scores on hand-made examples."""
 import numpy as np
 import pytest
 
+from numconv import config
 from numconv.nn.embedding import (Embedding, embedding_backward, embedding_backward_reference,
                                   embedding_forward)
 from numconv.text.metrics import chunk_scores, chunks
@@ -47,6 +48,13 @@ def test_embedding_layer_frozen_padding_and_bad_ids():
     assert not f.params and "weight" in f.buffers and "weight" in f.state_dict()
     with pytest.raises(ValueError, match="outside"):
         e.forward(np.array([[10]]))
+    e.zero_grad()                       # distinct rows' gradients: added once, padding dropped
+    e.backward_rows(np.array([0, 3, 7]), np.full((3, 4), 2.0, np.float32))
+    e.backward_rows(np.array([3]), np.ones((1, 4), np.float32))
+    g = e.grads["weight"]
+    assert not g[0].any() and (g[3] == 3).all() and (g[7] == 2).all() and not g[[1, 2]].any()
+    f.backward_rows(np.array([1]), np.ones((1, 4), np.float32))   # frozen: nothing to add to
+    assert not f.grads
 
 
 # ---------------------------------------------------------------------------------- Kim CNN
@@ -117,7 +125,9 @@ def test_kim_cnn_gradcheck_float64(variant):
 
 
 @pytest.mark.parametrize("activation,caps", [("hardtanh", 5), ("relu", 0)])
-def test_window_tagger_gradcheck_float64(activation, caps):
+@pytest.mark.parametrize("products", ["windows", "distinct"])
+def test_window_tagger_gradcheck_float64(activation, caps, products, monkeypatch):
+    monkeypatch.setattr(config, "CPU_WINDOW_PRODUCTS", products)
     rng = np.random.default_rng(4)
     m = WindowTagger(20, 4, embed_dim=5, window=3, hidden=7, caps_dim=caps,
                      activation=activation, dtype=np.float64, seed=1)

@@ -162,5 +162,16 @@ class Embedding(Module):
                 g[self.padding_idx] = 0
         return None   # ids have no gradient
 
+    def backward_rows(self, rows, drows):
+        """Add the gradient drows (R, D) of the distinct table rows `rows` (R,) (each row at most
+        once, so no two updates meet), as a layer that multiplies each distinct id once computes
+        it (the window tagger's products by id)."""
+        if self.frozen:
+            return
+        g = self.grads["weight"]
+        g[rows] += drows
+        if self.padding_idx is not None:
+            g[self.padding_idx] = 0
+
     def out_shape(self, in_shape):
         return tuple(in_shape) + (self.embedding_dim,)

@@ -22,10 +22,10 @@ arrays: they are the batch, and the embeddings sort the ids there); the CPU path
 """
 import numpy as np
 
-from numconv import ops
+from numconv import config, ops
 from numconv.nn import Conv1d, Dropout, HardTanh, Linear, ReLU
 from numconv.nn import device as dev
-from numconv.nn.embedding import Embedding
+from numconv.nn.embedding import Embedding, _check_ids
 from numconv.nn.module import Module
 from numconv.ops import nn as F
 
@@ -288,13 +288,11 @@ class WindowTagger(Module):
             raise ValueError(f"this tagger reads {len(self.features)} feature column(s) "
                              f"({', '.join(n for n, _ in self.features) or 'none'}), the batch "
                              f"has {len(feats)}")
-        parts = [self.embedding.forward(ids)]
-        if self.caps_dim:
-            parts.append(self.caps.forward(caps))
-        for (name, _), f in zip(self.features, feats):
-            parts.append(getattr(self, f"feature_{name}").forward(f))
-        if not dev.on_gpu(parts[0]):
-            return self._forward_cpu(parts, batch[2])
+        tables = self._inputs()
+        inputs = list(zip(tables, [ids] + ([caps] if self.caps_dim else []) + list(feats)))
+        if not dev.on_gpu(self.embedding.weight):
+            return self._forward_cpu(inputs, batch[2])
+        parts = [layer.forward(i) for layer, i in inputs]
         # concatenating on axis 2 then transposing = transposing each, then concatenating
         x = dev.concat_channels([dev.transpose(p) for p in parts]) if len(parts) > 1 else \
             dev.transpose(parts[0])
@@ -305,12 +303,31 @@ class WindowTagger(Module):
 
     # On the CPU the two layers run on the real tokens' windows only (numconv.kernels.cpu.windows):
     # the same numbers as Conv1d over the padded batch at the real tokens, without the batch
-    # padding's share of the work; logits at padding positions are 0.
+    # padding's share of the work; logits at padding positions are 0. The first layer's products
+    # run either per window (im2col of the real tokens) or per distinct id of each table, where
+    # ids repeat enough to make that the smaller product (config.CPU_WINDOW_PRODUCTS).
 
-    def _forward_cpu(self, parts, lengths):
+    def _window_products(self, inputs, starts):
+        """'windows', or the DistinctRows of each input table where the products go by id."""
         from numconv.kernels.cpu import windows as K
-        xt = np.ascontiguousarray(np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0])
-        N, Tp, C = xt.shape
+        mode = config.CPU_WINDOW_PRODUCTS
+        if mode not in ("auto", "windows", "distinct"):
+            raise ValueError(f"config.CPU_WINDOW_PRODUCTS must be 'auto', 'windows' or "
+                             f"'distinct', got {mode!r}")
+        if mode == "windows":
+            return "windows"
+        rows = [K.DistinctRows(_check_ids(ids, layer.num_embeddings), starts, self.window,
+                               layer.num_embeddings) for layer, ids in inputs]
+        Q = int(starts[-1])
+        by_id = sum(d.uniq.size * layer.embedding_dim + Q * config.CPU_WINDOW_ID_OVERHEAD
+                    for d, (layer, _) in zip(rows, inputs))
+        if mode == "auto" and by_id >= Q * sum(layer.embedding_dim for layer, _ in inputs):
+            return "windows"
+        return rows
+
+    def _forward_cpu(self, inputs, lengths):
+        from numconv.kernels.cpu import windows as K
+        N, Tp = np.shape(inputs[0][1])
         T = Tp - 2 * self.pad
         lengths = np.asarray(lengths, dtype=np.int64)
         if lengths.shape != (N,) or lengths.min(initial=1) < 1 or lengths.max(initial=0) > T:
@@ -319,29 +336,52 @@ class WindowTagger(Module):
         starts = np.zeros(N + 1, np.int64)
         np.cumsum(lengths, out=starts[1:])
         Q, w = int(starts[-1]), self.window
-        col = np.empty((Q, w * C), xt.dtype)
-        K.gather_windows(col, xt, starts, w)
-        W2 = np.ascontiguousarray(self.conv.params["weight"].transpose(0, 2, 1)).reshape(-1, w * C)
-        z = np.empty((Q, W2.shape[0]), xt.dtype)
-        K.matmul_nt(z, col, W2)
-        z += self.conv.params["bias"]
+        weight = self.conv.params["weight"]            # (H, C, w)
+        H, C = weight.shape[0], weight.shape[1]
+        products = self._window_products(inputs, starts)
+        if isinstance(products, str):                  # per window
+            parts = [layer.forward(ids) for layer, ids in inputs]
+            xt = np.ascontiguousarray(np.concatenate(parts, axis=2) if len(parts) > 1
+                                      else parts[0])
+            col = np.empty((Q, w * C), xt.dtype)
+            K.gather_windows(col, xt, starts, w)
+            W2 = np.ascontiguousarray(weight.transpose(0, 2, 1)).reshape(-1, w * C)
+            z = np.empty((Q, H), xt.dtype)
+            K.matmul_nt(z, col, W2)
+            z += self.conv.params["bias"]
+            first = dict(col=col, W2=W2)
+        else:                                          # per distinct id of each table
+            z = np.empty((Q, H), weight.dtype)
+            z[:] = self.conv.params["bias"]
+            tables, c0 = [], 0
+            for (layer, _), d in zip(inputs, products):
+                D = layer.embedding_dim
+                # M[d, k*H + h] = W[h, c0 + d, k]: every tap's weights on this table's channels
+                M = np.ascontiguousarray(weight[:, c0:c0 + D, :].transpose(1, 2, 0)
+                                         ).reshape(D, w * H)
+                Eu = np.ascontiguousarray(layer.weight[d.uniq])
+                P = np.empty((d.uniq.size, w * H), z.dtype)
+                K.matmul_nn(P, Eu, M)
+                K.sum_tap_rows(z, P, d)
+                tables.append((layer, d, c0, M, Eu))
+                c0 += D
+            first = dict(tables=tables)
         h = self.act.forward(z)
         n_idx = np.repeat(np.arange(N), lengths)
         t_idx = np.arange(Q) - starts[n_idx]
         mask = None
         if self.hidden_dropout and self.dropout.training:
             d = self.dropout                 # the dense (N, H, T) mask, at the real tokens
-            dense = F.dropout_mask((N, W2.shape[0], T), d.p, d.seed, d.step, xt.dtype)
+            dense = F.dropout_mask((N, H, T), d.p, d.seed, d.step, z.dtype)
             mask = np.ascontiguousarray(dense.transpose(0, 2, 1)[n_idx, t_idx])
             h = h * mask
         Wo = self.out.params["weight"][:, :, 0]
-        scores = np.empty((Q, Wo.shape[0]), xt.dtype)
+        scores = np.empty((Q, Wo.shape[0]), z.dtype)
         K.matmul_nt(scores, h, np.ascontiguousarray(Wo))
         scores += self.out.params["bias"]
-        logits = np.zeros((N, Wo.shape[0], T), xt.dtype)
+        logits = np.zeros((N, Wo.shape[0], T), z.dtype)
         logits.transpose(0, 2, 1)[n_idx, t_idx] = scores
-        self._cpu = dict(xt_shape=xt.shape, starts=starts, col=col, W2=W2, h=h, mask=mask,
-                         n_idx=n_idx, t_idx=t_idx)
+        self._cpu = dict(first, Tp=Tp, starts=starts, h=h, mask=mask, n_idx=n_idx, t_idx=t_idx)
         return logits
 
     def _backward_cpu(self, dlogits):
@@ -360,17 +400,20 @@ class WindowTagger(Module):
         if c["mask"] is not None:
             dh *= c["mask"]
         dz = self.act.backward_inplace(dh)          # dh is this step's own array
+        db = np.empty(dz.shape[1], dz.dtype)
+        K.column_sums(db, dz)
+        self.conv.grads["bias"] += db
+        if "tables" in c:
+            self._backward_by_id(dz, c["tables"])
+            return None
         W2 = c["W2"]
         dW2 = np.empty_like(W2)
         K.matmul_tn(dW2, dz, c["col"])
-        H, C = W2.shape[0], c["xt_shape"][2]
+        H, C = W2.shape[0], W2.shape[1] // self.window
         self.conv.grads["weight"] += dW2.reshape(H, self.window, C).transpose(0, 2, 1)
-        db = np.empty(H, W2.dtype)
-        K.column_sums(db, dz)
-        self.conv.grads["bias"] += db
         dcol = np.empty_like(c["col"])
         K.matmul_nn(dcol, dz, W2)
-        dxt = np.empty(c["xt_shape"], W2.dtype)
+        dxt = np.empty((len(c["starts"]) - 1, c["Tp"], C), W2.dtype)
         K.scatter_windows(dxt, dcol, c["starts"], self.window)
         start = 0
         for layer in self._inputs():
@@ -378,6 +421,22 @@ class WindowTagger(Module):
             layer.backward(dxt[:, :, start:stop])
             start = stop
         return None
+
+    def _backward_by_id(self, dz, tables):
+        from numconv.kernels.cpu import windows as K
+        H, w = dz.shape[1], self.window
+        dweight = self.conv.grads["weight"]            # (H, C, w)
+        for layer, d, c0, M, Eu in tables:
+            D = layer.embedding_dim
+            G = np.empty((d.uniq.size, w * H), dz.dtype)
+            K.gather_tap_grads(G, dz, d)
+            dM = np.empty_like(M)
+            K.matmul_tn(dM, Eu, G)
+            dweight[:, c0:c0 + D, :] += dM.reshape(D, w, H).transpose(2, 0, 1)
+            if not layer.frozen:
+                dEu = np.empty_like(Eu)
+                K.matmul_nt(dEu, G, M)
+                layer.backward_rows(d.uniq, dEu)
 
     def backward(self, dlogits):
         if not dev.on_gpu(dlogits):

@@ -16,6 +16,21 @@ CPU kernels), and the weight gradient into fixed row segments whose partial prod
 order; blocks depend only on shapes, so results are the same bits on any thread count.
 
 Shapes: xt and dxt (N, Tp, C); col and dcol (Q, K*C); starts (N + 1,) int64.
+
+Distinct ids. Where the layer's inputs are looked up in tables (the tagger's word, capitalisation
+and feature embeddings), every occurrence of an id multiplies the same vector by the same weights.
+For one table E (V, D) feeding channels [c0, c0 + D) of the layer, with M (D, K*H) the weight
+block laid out as M[d, k*H + h] = W[h, c0 + d, k], each distinct id u is multiplied once:
+
+    P       = E[u] @ M                                  (U, K*H): every tap's product of each id
+    z[q]   += sum over k of P[inv[row(q) + k], k*H:(k+1)*H]     sum_tap_rows (a gather)
+    G[u, k] = sum of dz[q] over the windows whose tap k reads id u  gather_tap_grads (a gather)
+    dM      = E[u].T @ G,  dE[u] = G @ M.T
+
+Here the rows of the batch that windows read (sentence n's first L + K - 1 rows) are laid end to
+end, row(q) = starts[n] + n*(K - 1) + j for token j of sentence n, and inv maps each row to its
+id's index among the distinct ids. The three products take U*D*K*H multiply-adds each against
+Q*K*C*H on the windows: fewer where words repeat within a batch (real text, large batches).
 """
 import numpy as np
 from numba import njit, prange
@@ -49,6 +64,47 @@ def _scatter_windows(dxt, dcol, starts, K):
                     src = dcol[starts[n] + j, k * C:(k + 1) * C]
                     for c in range(C):
                         row[c] += src[c]
+
+
+@njit(parallel=True, cache=True)
+def _window_rows(rows, ids, starts, K):
+    """rows = each sentence's first L + K - 1 ids (the rows its windows read), end to end."""
+    for n in prange(starts.shape[0] - 1):
+        r0, L = starts[n] + n * (K - 1), starts[n + 1] - starts[n]
+        rows[r0:r0 + L + K - 1] = ids[n, :L + K - 1]
+
+
+@njit(parallel=True, cache=True)
+def _sum_tap_rows(z, P, inv, starts, K):
+    """z[q] += sum over k of P[inv[row(q) + k], k*H:(k+1)*H], taps in order; a task a sentence."""
+    H = z.shape[1]
+    for n in prange(starts.shape[0] - 1):
+        r0 = starts[n] + n * (K - 1)
+        for j in range(starts[n + 1] - starts[n]):
+            out = z[starts[n] + j]
+            for k in range(K):
+                src = P[inv[r0 + j + k]]
+                for h in range(H):
+                    out[h] += src[k * H + h]
+
+
+@njit(parallel=True, cache=True)
+def _gather_tap_grads(G, dz, order, ustarts, row_n, row_p, starts, K):
+    """G[u, k*H:(k+1)*H] = sum of dz over the windows whose tap k reads distinct id u: one task
+    per (id, tap), its rows (order[ustarts[u]:ustarts[u + 1]], increasing) in order."""
+    U, H = G.shape[0], dz.shape[1]
+    for t in prange(U * K):
+        u, k = t // K, t % K
+        g = G[u, k * H:(k + 1) * H]
+        g[:] = 0
+        for i in range(ustarts[u], ustarts[u + 1]):
+            r = order[i]
+            n = row_n[r]
+            j = row_p[r] - k
+            if 0 <= j < starts[n + 1] - starts[n]:
+                src = dz[starts[n] + j]
+                for h in range(H):
+                    g[h] += src[h]
 
 
 @njit(parallel=True, cache=True)
@@ -109,10 +165,12 @@ def _row_blocks(M):
 def _row_segments(M):
     """Segments of a reduction over M rows: at least CPU_WINDOW_SEGMENT_ROWS rows each (a long
     reduction per product; the partial sums cost a pass each), at least two where there are
-    CPU_WINDOW_MIN_ROWS rows to share, at most CPU_MIN_TASKS. Shapes only."""
+    CPU_WINDOW_MIN_ROWS rows to share, at most CPU_MIN_TASKS, and a power of two (three equal
+    segments on two cores leave one core idle for a third of the product). Shapes only."""
     if M < 2 * config.CPU_WINDOW_MIN_ROWS:
         return 1
-    return int(min(config.CPU_MIN_TASKS, max(2, M // config.CPU_WINDOW_SEGMENT_ROWS)))
+    S = int(min(config.CPU_MIN_TASKS, max(2, M // config.CPU_WINDOW_SEGMENT_ROWS)))
+    return 1 << (S.bit_length() - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,3 +216,63 @@ def column_sums(out, a):
     """out (P,) = a (M, P) summed over its rows, in increasing row order (the Linear layers'
     bias gradient)."""
     linear_backward_bias(out, a)
+
+
+@njit(cache=True)
+def _distinct(rows, V):
+    """The distinct ids of rows (R,) in [0, V), increasing, by counting (O(R + V)): uniq (U,),
+    inv (R,) each row's index in uniq, and the rows grouped by id, increasing within a group
+    (order (R,), group u at order[ustarts[u]:ustarts[u + 1]])."""
+    counts = np.zeros(V, np.int64)
+    for r in range(rows.shape[0]):
+        counts[rows[r]] += 1
+    index = np.empty(V, np.int64)
+    U = 0
+    for v in range(V):
+        index[v] = U
+        if counts[v]:
+            U += 1
+    uniq, ustarts = np.empty(U, np.int64), np.zeros(U + 1, np.int64)
+    for v in range(V):
+        if counts[v]:
+            uniq[index[v]] = v
+            ustarts[index[v] + 1] = ustarts[index[v]] + counts[v]
+    inv, order = np.empty_like(rows), np.empty_like(rows)
+    fill = ustarts[:U].copy()
+    for r in range(rows.shape[0]):
+        u = index[rows[r]]
+        inv[r] = u
+        order[fill[u]] = r
+        fill[u] += 1
+    return uniq, inv, order, ustarts
+
+
+class DistinctRows:
+    """The distinct ids of one table (of V rows) among the rows a batch's windows read (see the
+    module's docstring): ids (N, Tp) in [0, V) of a batch whose sentences start at `starts`
+    (N + 1,), windows of K.
+
+    uniq (U,) the distinct ids, increasing; inv (R,) each row's index in uniq; order and ustarts:
+    the rows grouped by distinct id (row numbers increasing within a group)."""
+
+    def __init__(self, ids, starts, K, V):
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        N = starts.shape[0] - 1
+        lengths = np.diff(starts)
+        rows = np.empty(int(starts[-1]) + N * (K - 1), np.int64)
+        _window_rows(rows, ids, starts, K)
+        self.uniq, self.inv, self.order, self.ustarts = _distinct(rows, V)
+        self.row_n = np.repeat(np.arange(N, dtype=np.int64), lengths + K - 1)
+        self.row_p = np.arange(rows.size, dtype=np.int64) - (starts[:-1] + np.arange(N) * (K - 1)
+                                                            )[self.row_n]
+        self.starts, self.K = starts, K
+
+
+def sum_tap_rows(z, P, d):
+    """z (Q, H) += each real token's sum over taps of its ids' rows of P (U, K*H)."""
+    _sum_tap_rows(z, P, d.inv, d.starts, d.K)
+
+
+def gather_tap_grads(G, dz, d):
+    """G (U, K*H): per distinct id and tap, the sum of dz (Q, H) over the windows that read it."""
+    _gather_tap_grads(G, dz, d.order, d.ustarts, d.row_n, d.row_p, d.starts, d.K)
