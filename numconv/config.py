@@ -54,6 +54,13 @@ CPU_WINDOW_SEGMENT_ROWS = 1536
 CPU_WINDOW_PRODUCTS = "auto"
 CPU_WINDOW_ID_OVERHEAD = 10
 
+# The ops' large host outputs (layer outputs, input gradients; numconv.ops._buffers) come from a
+# pool of recycled buffers: a buffer nothing refers to any more is handed out again instead of
+# fresh memory, whose first write page-faults (a third of LeNet-5's step at batch 256). Arrays
+# under MIN_BYTES are left to the allocator; the pool holds at most POOL_BYTES (0: no pool).
+CPU_BUFFER_MIN_BYTES = 256 * 1024
+CPU_BUFFER_POOL_BYTES = 512 * 1024 * 1024
+
 # Host arrays of at least this many elements are zeroed by Numba's threads (zero_grad).
 CPU_PARALLEL_ZERO_MIN = 1 << 16
 

@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from numconv.nn.module import Module
+from numconv.ops import _buffers as buffers
 from numconv.ops._device import kernels_for
 from numconv.ops.nn import on_gpu
 
@@ -84,7 +85,7 @@ def embedding_forward(ids, weight):
         _gpu().embedding_forward(out, weight, ids.reshape(-1))
         return out.reshape(ids.shape + (weight.shape[1],))
     weight = np.ascontiguousarray(weight)
-    out = np.empty((ids.size, weight.shape[1]), dtype=weight.dtype)
+    out = buffers.empty((ids.size, weight.shape[1]), weight.dtype)
     _embedding_forward(out, weight, ids.reshape(-1))
     return out.reshape(ids.shape + (weight.shape[1],))
 

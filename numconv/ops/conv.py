@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numconv.ops import _buffers as buffers
 from numconv.ops._args import as_float_array, int_tuple, output_size, resolve_padding, same_dtype
 from numconv.ops._device import kernels_for
 
@@ -144,7 +145,7 @@ def _forward(nd, x, w, b, stride, padding, dilation, groups, flip, device):
     w4 = _as4d(w, nd)
     if flip:
         w4 = _flip(w4)
-    y = np.empty((geom.N, geom.O, geom.OH, geom.OW), dtype=x.dtype)
+    y = buffers.empty((geom.N, geom.O, geom.OH, geom.OW), x.dtype)
     kernels_for(device).conv2d_forward(y, _as4d(x, nd), w4, b, *geom.kernel_args())
     return y.reshape(geom.out_shape)
 
@@ -161,7 +162,7 @@ def _backward_input(nd, dy, w, input_shape, stride, padding, dilation, groups, f
     w4 = _as4d(w, nd)
     if flip:
         w4 = _flip(w4)
-    dx = np.empty((geom.N, geom.C, geom.H, geom.W), dtype=dy.dtype)
+    dx = buffers.empty((geom.N, geom.C, geom.H, geom.W), dy.dtype)
     kernels_for(device).conv2d_backward_input(dx, _as4d(dy, nd), w4, *geom.kernel_args())
     return dx.reshape(geom.in_shape)
 

@@ -20,6 +20,7 @@ from numba import njit, prange
 from numconv import config
 from numconv.kernels import nn as elements
 from numconv.kernels.cpu import linear as cpu_linear
+from numconv.ops import _buffers as buffers
 from numconv.ops._device import kernels_for
 
 
@@ -143,7 +144,7 @@ def _flat_map(kernel, *arrays, into_first=False):
                              f"({name} argument)")
     flat = [np.ascontiguousarray(a, first.dtype).reshape(-1) for a in arrays]
     in_place = into_first and first.flags.c_contiguous and first.flags.writeable
-    out = flat[0] if in_place else np.empty(first.size, dtype=first.dtype)
+    out = flat[0] if in_place else buffers.empty((first.size,), first.dtype)
     kernel(out, *flat)
     return out.reshape(first.shape)
 
@@ -217,7 +218,7 @@ def linear_forward(x, w, b):
         return gpu.linear_forward(x, w, b)
     dt = np.result_type(x, w)
     x, w = np.ascontiguousarray(x, dt), np.ascontiguousarray(w, dt)
-    y = np.empty((x.shape[0], w.shape[0]), dtype=dt)
+    y = buffers.empty((x.shape[0], w.shape[0]), dt)
     cpu_linear.linear_forward(y, x, w, None if b is None else np.ascontiguousarray(b, dt))
     return y
 
@@ -231,7 +232,7 @@ def linear_backward(dy, x, w, need_input=True):
     dy, x, w = (np.ascontiguousarray(a, dt) for a in (dy, x, w))
     dx = None
     if need_input:
-        dx = np.empty((dy.shape[0], w.shape[1]), dtype=dt)
+        dx = buffers.empty((dy.shape[0], w.shape[1]), dt)
         cpu_linear.linear_backward_input(dx, dy, w)
     dw = np.empty(w.shape, dtype=dt)
     cpu_linear.linear_backward_weight(dw, dy, x)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numconv.ops import _buffers as buffers
 from numconv.ops._args import as_float_array, int_tuple, output_size, resolve_padding, same_dtype
 from numconv.ops._device import kernels_for
 
@@ -117,8 +118,8 @@ def _input_geometry(nd, input_shape, *window):
 def _max_forward(nd, x, kernel_size, stride, padding, ceil_mode, device):
     x = as_float_array("x", x, nd + 2, _layout(nd))
     g = pool_geometry(nd, x.shape, kernel_size, stride, padding, ceil_mode)
-    y = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
-    idx = np.empty((g.N, g.C, g.OH, g.OW), dtype=np.int64)
+    y = buffers.empty((g.N, g.C, g.OH, g.OW), x.dtype)
+    idx = buffers.empty((g.N, g.C, g.OH, g.OW), np.int64)
     kernels_for(device).maxpool2d_forward(y, idx, _as4d(x, nd), *g.window_args())
     return y.reshape(g.out_shape), idx.reshape(g.out_shape)
 
@@ -127,7 +128,7 @@ def _max_backward(nd, dy, idx, input_shape, kernel_size, stride, padding, ceil_m
     g = _input_geometry(nd, input_shape, kernel_size, stride, padding, ceil_mode)
     dy = _check_dy(dy, g)
     idx = _check_idx(idx, dy.shape, g.H * g.W)
-    dx = np.empty((g.N, g.C, g.H, g.W), dtype=dy.dtype)
+    dx = buffers.empty((g.N, g.C, g.H, g.W), dy.dtype)
     kernels_for(device).maxpool2d_backward(dx, _as4d(dy, nd), _as4d(idx, nd),
                                            *g.window_args())
     return dx.reshape(g.in_shape)
@@ -163,7 +164,7 @@ def max_pool1d_backward(dy, idx, input_shape, kernel_size, stride=None, padding=
 def _avg(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, device):
     x = as_float_array("x", x, nd + 2, _layout(nd))
     g = pool_geometry(nd, x.shape, kernel_size, stride, padding, ceil_mode)
-    y = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
+    y = buffers.empty((g.N, g.C, g.OH, g.OW), x.dtype)
     kernels_for(device).avgpool2d_forward(y, _as4d(x, nd), *g.window_args(), g.pads[0][1],
                                           g.pads[1][1], bool(count_include_pad))
     return y.reshape(g.out_shape)
@@ -173,7 +174,7 @@ def _avg_backward(nd, dy, input_shape, kernel_size, stride, padding, ceil_mode, 
                   device):
     g = _input_geometry(nd, input_shape, kernel_size, stride, padding, ceil_mode)
     dy = _check_dy(dy, g)
-    dx = np.empty((g.N, g.C, g.H, g.W), dtype=dy.dtype)
+    dx = buffers.empty((g.N, g.C, g.H, g.W), dy.dtype)
     kernels_for(device).avgpool2d_backward(dx, _as4d(dy, nd), *g.window_args(), g.pads[0][1],
                                            g.pads[1][1], bool(count_include_pad))
     return dx.reshape(g.in_shape)
@@ -221,7 +222,7 @@ def _lp(nd, x, p, kernel_size, stride, padding, ceil_mode, device):
         return _max_forward(nd, x, kernel_size, stride, padding, ceil_mode, device)[0]
     x = as_float_array("x", x, nd + 2, _layout(nd))
     g = pool_geometry(nd, x.shape, kernel_size, stride, padding, ceil_mode)
-    y = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
+    y = buffers.empty((g.N, g.C, g.OH, g.OW), x.dtype)
     kernels_for(device).lppool2d_forward(y, _as4d(x, nd), p, *g.window_args())
     return y.reshape(g.out_shape)
 
@@ -238,7 +239,7 @@ def _lp_backward(nd, dy, x, y, p, kernel_size, stride, padding, ceil_mode, devic
     same_dtype(dy=dy, x=x, y=y)
     if y.shape != dy.shape:
         raise ValueError(f"y must be the forward output, of shape {dy.shape}; got {y.shape}")
-    dx = np.empty((g.N, g.C, g.H, g.W), dtype=dy.dtype)
+    dx = buffers.empty((g.N, g.C, g.H, g.W), dy.dtype)
     kernels_for(device).lppool2d_backward(dx, _as4d(dy, nd), _as4d(x, nd), _as4d(y, nd), p,
                                           *g.window_args())
     return dx.reshape(g.in_shape)
@@ -303,6 +304,6 @@ def global_pool_backward(dy, idx, input_shape, kind="avg", *, device="cpu"):
     else:
         idx = np.zeros(dy.shape, dtype=np.int64)   # unused by 'avg' and 'sum'
     shape4 = input_shape if len(input_shape) == 4 else input_shape[:2] + (1,) + input_shape[2:]
-    dx = np.empty(shape4, dtype=dy.dtype)
+    dx = buffers.empty(shape4, dy.dtype)
     kernels_for(device).global_pool2d_backward(dx, dy, idx, kind)
     return dx.reshape(input_shape)

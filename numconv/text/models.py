@@ -27,6 +27,7 @@ from numconv.nn import Conv1d, Dropout, HardTanh, Linear, ReLU
 from numconv.nn import device as dev
 from numconv.nn.embedding import Embedding, _check_ids
 from numconv.nn.module import Module
+from numconv.ops import _buffers as buffers
 from numconv.ops import nn as F
 
 VARIANTS = ("rand", "static", "non-static", "multichannel")
@@ -343,15 +344,15 @@ class WindowTagger(Module):
             parts = [layer.forward(ids) for layer, ids in inputs]
             xt = np.ascontiguousarray(np.concatenate(parts, axis=2) if len(parts) > 1
                                       else parts[0])
-            col = np.empty((Q, w * C), xt.dtype)
+            col = buffers.empty((Q, w * C), xt.dtype)
             K.gather_windows(col, xt, starts, w)
             W2 = np.ascontiguousarray(weight.transpose(0, 2, 1)).reshape(-1, w * C)
-            z = np.empty((Q, H), xt.dtype)
+            z = buffers.empty((Q, H), xt.dtype)
             K.matmul_nt(z, col, W2)
             z += self.conv.params["bias"]
             first = dict(col=col, W2=W2)
         else:                                          # per distinct id of each table
-            z = np.empty((Q, H), weight.dtype)
+            z = buffers.empty((Q, H), weight.dtype)
             z[:] = self.conv.params["bias"]
             tables, c0 = [], 0
             for (layer, _), d in zip(inputs, products):
@@ -360,7 +361,7 @@ class WindowTagger(Module):
                 M = np.ascontiguousarray(weight[:, c0:c0 + D, :].transpose(1, 2, 0)
                                          ).reshape(D, w * H)
                 Eu = np.ascontiguousarray(layer.weight[d.uniq])
-                P = np.empty((d.uniq.size, w * H), z.dtype)
+                P = buffers.empty((d.uniq.size, w * H), z.dtype)
                 K.matmul_nn(P, Eu, M)
                 K.sum_tap_rows(z, P, d)
                 tables.append((layer, d, c0, M, Eu))
@@ -379,7 +380,7 @@ class WindowTagger(Module):
         scores = np.empty((Q, Wo.shape[0]), z.dtype)
         K.matmul_nt(scores, h, np.ascontiguousarray(Wo))
         scores += self.out.params["bias"]
-        logits = np.zeros((N, Wo.shape[0], T), z.dtype)
+        logits = buffers.zeros((N, Wo.shape[0], T), z.dtype)
         logits.transpose(0, 2, 1)[n_idx, t_idx] = scores
         self._cpu = dict(first, Tp=Tp, starts=starts, h=h, mask=mask, n_idx=n_idx, t_idx=t_idx)
         return logits
@@ -395,7 +396,7 @@ class WindowTagger(Module):
         dbo = np.empty(Wo.shape[0], Wo.dtype)
         K.column_sums(dbo, dscores)
         self.out.grads["bias"] += dbo
-        dh = np.empty_like(c["h"])
+        dh = buffers.empty(c["h"].shape, c["h"].dtype)
         K.matmul_nn(dh, dscores, Wo)
         if c["mask"] is not None:
             dh *= c["mask"]
@@ -411,9 +412,9 @@ class WindowTagger(Module):
         K.matmul_tn(dW2, dz, c["col"])
         H, C = W2.shape[0], W2.shape[1] // self.window
         self.conv.grads["weight"] += dW2.reshape(H, self.window, C).transpose(0, 2, 1)
-        dcol = np.empty_like(c["col"])
+        dcol = buffers.empty(c["col"].shape, c["col"].dtype)
         K.matmul_nn(dcol, dz, W2)
-        dxt = np.empty((len(c["starts"]) - 1, c["Tp"], C), W2.dtype)
+        dxt = buffers.empty((len(c["starts"]) - 1, c["Tp"], C), W2.dtype)
         K.scatter_windows(dxt, dcol, c["starts"], self.window)
         start = 0
         for layer in self._inputs():
@@ -428,13 +429,13 @@ class WindowTagger(Module):
         dweight = self.conv.grads["weight"]            # (H, C, w)
         for layer, d, c0, M, Eu in tables:
             D = layer.embedding_dim
-            G = np.empty((d.uniq.size, w * H), dz.dtype)
+            G = buffers.empty((d.uniq.size, w * H), dz.dtype)
             K.gather_tap_grads(G, dz, d)
             dM = np.empty_like(M)
             K.matmul_tn(dM, Eu, G)
             dweight[:, c0:c0 + D, :] += dM.reshape(D, w, H).transpose(2, 0, 1)
             if not layer.frozen:
-                dEu = np.empty_like(Eu)
+                dEu = buffers.empty(Eu.shape, Eu.dtype)
                 K.matmul_nt(dEu, G, M)
                 layer.backward_rows(d.uniq, dEu)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from numconv.ops import _buffers as buffers
 from numconv.train.checkpoint import atomic_write_text, checkpoint_path, save_checkpoint
 
 
@@ -117,71 +118,74 @@ def fit(model, optimizer, schedule, *, epochs, batches_for_epoch, step_fn, evalu
                         optimizer.state_dict(), schedule.state_dict(),
                         dict(meta_extra, **st_.to_meta()))
 
-    with (stop_flag or _StopFlag()) as flag:
-        while st.epoch < epochs:
-            batches = batches_for_epoch(st.epoch)
-            n = len(batches)
-            cb.call("epoch_start", st.epoch, n)
-            model.train()
-            for i in range(st.batch, n):
-                t0 = time.perf_counter()
-                optimizer.lr = schedule.lr(st.epoch + i / max(n, 1))
-                model.zero_grad()
-                set_dropout_step(model, st.step)
-                loss, correct, count = step_fn(model, batches[i])
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {st.epoch + 1}, batch {i + 1}; stopped "
-                        f"without saving, the last good checkpoint is kept. Try a lower learning "
-                        f"rate (now {optimizer.lr:g})")
-                optimizer.step()
-                if after_step is not None:
-                    after_step(model)
-                st.step += 1
-                st.batch = i + 1
+    try:
+        with (stop_flag or _StopFlag()) as flag:
+            while st.epoch < epochs:
+                batches = batches_for_epoch(st.epoch)
+                n = len(batches)
+                cb.call("epoch_start", st.epoch, n)
+                model.train()
+                for i in range(st.batch, n):
+                    t0 = time.perf_counter()
+                    optimizer.lr = schedule.lr(st.epoch + i / max(n, 1))
+                    model.zero_grad()
+                    set_dropout_step(model, st.step)
+                    loss, correct, count = step_fn(model, batches[i])
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the loss became {loss} at epoch {st.epoch + 1}, batch {i + 1}; stopped "
+                            f"without saving, the last good checkpoint is kept. Try a lower learning "
+                            f"rate (now {optimizer.lr:g})")
+                    optimizer.step()
+                    if after_step is not None:
+                        after_step(model)
+                    st.step += 1
+                    st.batch = i + 1
+                    s = st.sums
+                    s["loss"] += loss * count
+                    s["correct"] += int(correct)
+                    s["count"] += int(count)
+                    s["seconds"] += time.perf_counter() - t0
+                    cb.call("batch_end", st.epoch, i, n, {
+                        "loss": s["loss"] / s["count"], "acc": s["correct"] / s["count"],
+                        "items_per_s": s["count"] / max(s["seconds"], 1e-9), "lr": optimizer.lr})
+                    if flag.stop and st.batch < n:
+                        save("last", st)
+                        cb.call("message", f"interrupted at epoch {st.epoch + 1}, batch {st.batch}; "
+                                           f"saved {checkpoint_path(run_dir, 'last')}")
+                        return st, False
+                model.eval()
+                val = evaluate(model)
                 s = st.sums
-                s["loss"] += loss * count
-                s["correct"] += int(correct)
-                s["count"] += int(count)
-                s["seconds"] += time.perf_counter() - t0
-                cb.call("batch_end", st.epoch, i, n, {
-                    "loss": s["loss"] / s["count"], "acc": s["correct"] / s["count"],
-                    "items_per_s": s["count"] / max(s["seconds"], 1e-9), "lr": optimizer.lr})
-                if flag.stop and st.batch < n:
-                    save("last", st)
-                    cb.call("message", f"interrupted at epoch {st.epoch + 1}, batch {st.batch}; "
-                                       f"saved {checkpoint_path(run_dir, 'last')}")
-                    return st, False
-            model.eval()
-            val = evaluate(model)
-            s = st.sums
-            record = {"epoch": st.epoch + 1, "train_loss": s["loss"] / max(s["count"], 1),
-                      "train_acc": s["correct"] / max(s["count"], 1),
-                      "val_loss": val["loss"], "val_acc": val["acc"], "lr": optimizer.lr,
-                      "items_per_s": s["count"] / max(s["seconds"], 1e-9),
-                      "seconds": s["seconds"]}
-            # further validation figures (chunk F1, ...) go into the log as val_<name>; "score",
-            # when given, is what model selection and the plateau schedule maximise (else acc)
-            record.update({f"val_{k}": v for k, v in val.items() if k not in ("loss", "acc")})
-            score = val.get("score", val["acc"])
-            schedule.end_epoch(score)
-            st.history.append(record)
-            improved = score > st.best_val_score
-            if improved:
-                st.best_val_score, st.best_epoch = score, st.epoch + 1
-            st.epoch += 1
-            st.batch = 0
-            st.sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-            if improved:
-                save("best", st)
-            save("last", st)
-            _write_metrics(run_dir, st.history)
-            cb.call("epoch_end", record)
-            if flag.stop:
-                cb.call("message", f"interrupted after epoch {st.epoch}; saved "
-                                   f"{checkpoint_path(run_dir, 'last')}")
-                return st, st.epoch >= epochs
-    return st, True
+                record = {"epoch": st.epoch + 1, "train_loss": s["loss"] / max(s["count"], 1),
+                          "train_acc": s["correct"] / max(s["count"], 1),
+                          "val_loss": val["loss"], "val_acc": val["acc"], "lr": optimizer.lr,
+                          "items_per_s": s["count"] / max(s["seconds"], 1e-9),
+                          "seconds": s["seconds"]}
+                # further validation figures (chunk F1, ...) go into the log as val_<name>; "score",
+                # when given, is what model selection and the plateau schedule maximise (else acc)
+                record.update({f"val_{k}": v for k, v in val.items() if k not in ("loss", "acc")})
+                score = val.get("score", val["acc"])
+                schedule.end_epoch(score)
+                st.history.append(record)
+                improved = score > st.best_val_score
+                if improved:
+                    st.best_val_score, st.best_epoch = score, st.epoch + 1
+                st.epoch += 1
+                st.batch = 0
+                st.sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+                if improved:
+                    save("best", st)
+                save("last", st)
+                _write_metrics(run_dir, st.history)
+                cb.call("epoch_end", record)
+                if flag.stop:
+                    cb.call("message", f"interrupted after epoch {st.epoch}; saved "
+                                       f"{checkpoint_path(run_dir, 'last')}")
+                    return st, st.epoch >= epochs
+        return st, True
+    finally:
+        buffers.release()   # the steps' recycled buffers go back to the allocator
 
 
 def classification_report(logits, labels, num_classes):
