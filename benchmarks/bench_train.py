@@ -2,11 +2,12 @@
 in the same run; plus one MNIST epoch's wall time for both, and the time to the first training
 step of `numconv train-image` in a fresh process with warm kernel caches.
 
-    python benchmarks/bench_train.py [--batches 64,256] [--steps 40] [--threads T]
+    python benchmarks/bench_train.py [--batches 64,256] [--steps 40] [--rounds 3] [--threads T]
                                      [--mnist ../shared/data/mnist] [--epoch] [--profile]
                                      [--startup [--repeat 7] [--startup-only]]
 
-Prints what it measured: images/s per batch size for both, and the ratio numconv / PyTorch; with
+Prints what it measured: images/s per batch size for both (the best of --rounds alternating
+blocks of --steps steps each, every block's figure printed too), and the ratio numconv / PyTorch; with
 --profile, numconv's step layer by layer (median and best milliseconds of each layer's forward
 and backward over the timed steps); with --startup, each fresh process's time to its first step
 and the median over --repeat processes.
@@ -100,7 +101,9 @@ def throughput(step, batches, warmup=3):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--batches", default="64,256", help="Batch sizes to measure.")
-    ap.add_argument("--steps", type=int, default=40, help="Timed steps per batch size.")
+    ap.add_argument("--steps", type=int, default=40, help="Timed steps per block.")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="Alternating timed blocks per library and batch size (the best counts).")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="Threads for both.")
     ap.add_argument("--mnist", default=None, help="MNIST IDX folder for the one-epoch timing.")
     ap.add_argument("--epoch", action="store_true", help="Also time one MNIST epoch (batch 64).")
@@ -136,13 +139,22 @@ def main():
                  rng.integers(0, 10, bs)) for _ in range(args.steps + 3)]
         model = models.build_model("lenet5", seed=0)
         model.skip_input_gradient()   # as train-image does, and PyTorch (inputs need no grad)
-        ours = throughput(_numconv_step(model, SoftmaxCrossEntropy(),
-                                        SGD(model.named_parameters(), 0.01, 0.9)), data)
+        step = _numconv_step(model, SoftmaxCrossEntropy(), SGD(model.named_parameters(), 0.01, 0.9))
         tmodel = _torch_lenet(torch)
         topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
         tdata = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
-        theirs = throughput(_torch_step(torch, tmodel, topt), tdata)
-        print(f"{bs:>6} {ours:>14.0f} {theirs:>12.0f} {ours / theirs:>6.2f}")
+        tstep = _torch_step(torch, tmodel, topt)
+        # alternating blocks, a pause before each so that the other library's idle threads have
+        # stopped spinning; the best block of each counts, every block is printed
+        rates = {"numconv": [], "torch": []}
+        for _ in range(args.rounds):
+            for name, fn, d in (("numconv", step, data), ("torch", tstep, tdata)):
+                time.sleep(0.3)
+                rates[name].append(throughput(fn, d))
+        ours, theirs = max(rates["numconv"]), max(rates["torch"])
+        print(f"{bs:>6} {ours:>14.0f} {theirs:>12.0f} {ours / theirs:>6.2f}   blocks: numconv "
+              f"{' '.join(f'{r:.0f}' for r in rates['numconv'])}, torch "
+              f"{' '.join(f'{r:.0f}' for r in rates['torch'])}")
         if args.profile:
             model = models.build_model("lenet5", seed=0)
             model.skip_input_gradient()

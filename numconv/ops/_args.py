@@ -39,6 +39,8 @@ def same_dtype(**arrays):
 
 def int_tuple(name, value, nd, minimum=1):
     """An int or a tuple of `nd` ints, each >= minimum, as a tuple of `nd` Python ints."""
+    if type(value) is int and value >= minimum:       # the common case, checked in one test
+        return (value,) * nd
     vals = (value,) * nd if isinstance(value, numbers.Integral) else value
     try:
         vals = tuple(vals)

@@ -17,6 +17,7 @@ which keeps them in its own free lists anyway. `release()` drops every free buff
 
 Contents are whatever the last user wrote (as np.empty's are undefined); `zeros` clears them.
 """
+import math
 import sys
 import threading
 
@@ -43,8 +44,8 @@ def empty(shape, dtype):
     """An uninitialised host array of `shape` and `dtype`: a free pooled buffer of that shape and
     dtype when there is one, else a new one (pooled when it is large enough)."""
     dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    shape = tuple(map(int, shape))
+    nbytes = math.prod(shape) * dtype.itemsize
     if not config.CPU_BUFFER_POOL_BYTES or nbytes < config.CPU_BUFFER_MIN_BYTES:
         return np.empty(shape, dtype)
     key = (shape, dtype.str)
