@@ -457,9 +457,10 @@ def test_max_pool_ties_go_to_the_first_position_in_row_major_order():
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_max_pool_fast_paths_give_the_general_kernels_bits(dtype):
-    """Max pooling without padding has fast paths on the CPU (windows all inside: no clipping,
-    2x2 windows written out; windows disjoint: each task owns a band of rows and puts gradients
-    on the winners, 2x2 windows tiling the band exactly writing each element once).
+    """Max pooling without padding has fast paths on the CPU (windows all inside: no clipping;
+    windows disjoint: each task owns a band of rows and puts gradients on the winners; 2x2
+    windows at stride 2 written out over flat arrays, those tiling x exactly writing each
+    element once), which the launchers pick.
     They must give exactly the general kernels' outputs, winners and gradients, ties and NaN
     included, and ignore a winner index outside its own window as the gather does."""
     from numconv.kernels.cpu import pool as cpu_pool
@@ -475,9 +476,12 @@ def test_max_pool_fast_paths_give_the_general_kernels_bits(dtype):
         y, idx = np.empty((2, 3, OH, OW), dtype), np.empty((2, 3, OH, OW), np.int64)
         y2, idx2 = np.empty_like(y), np.empty_like(idx)
         cpu_pool._max_forward(y, idx, x, kh, kw, sh, sw, 0, 0)
-        cpu_pool._max_forward_interior(y2, idx2, x, kh, kw, sh, sw)
-        np.testing.assert_array_equal(y, y2)
-        np.testing.assert_array_equal(idx, idx2)
+        for fast in (cpu_pool._max_forward_interior, cpu_pool.maxpool2d_forward):
+            y2[...], idx2[...] = 0, -1
+            fast(y2, idx2, x, kh, kw, sh, sw, *((0, 0) if fast is cpu_pool.maxpool2d_forward
+                                               else ()))
+            np.testing.assert_array_equal(y, y2)
+            np.testing.assert_array_equal(idx, idx2)
         if sh < kh or sw < kw:
             continue
         dy = rng.standard_normal(y.shape).astype(dtype)
@@ -488,6 +492,9 @@ def test_max_pool_fast_paths_give_the_general_kernels_bits(dtype):
             dx, dx2 = np.full(x.shape, 7, dtype), np.full(x.shape, 7, dtype)
             cpu_pool._max_backward(dx, dy, winners, kh, kw, sh, sw, 0, 0)
             cpu_pool._max_backward_disjoint(dx2, dy, winners, kh, kw, sh, sw)
+            np.testing.assert_array_equal(dx, dx2)
+            dx2[...] = 7
+            cpu_pool.maxpool2d_backward(dx2, dy, winners, kh, kw, sh, sw, 0, 0)
             np.testing.assert_array_equal(dx, dx2)
 
 
