@@ -39,8 +39,11 @@ def same_dtype(**arrays):
 
 def int_tuple(name, value, nd, minimum=1):
     """An int or a tuple of `nd` ints, each >= minimum, as a tuple of `nd` Python ints."""
-    if type(value) is int and value >= minimum:       # the common case, checked in one test
+    if type(value) is int and value >= minimum:       # the common cases, checked in one test
         return (value,) * nd
+    if type(value) is tuple and len(value) == nd and all(type(v) is int and v >= minimum
+                                                         for v in value):
+        return value
     vals = (value,) * nd if isinstance(value, numbers.Integral) else value
     try:
         vals = tuple(vals)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from numconv.kernels.cpu._blas import single_threaded_blas
 from numconv.ops import _buffers as buffers
 from numconv.train.checkpoint import atomic_write_text, checkpoint_path, save_checkpoint
 
@@ -119,7 +120,7 @@ def fit(model, optimizer, schedule, *, epochs, batches_for_epoch, step_fn, evalu
                         dict(meta_extra, **st_.to_meta()))
 
     try:
-        with (stop_flag or _StopFlag()) as flag:
+        with (stop_flag or _StopFlag()) as flag, single_threaded_blas():
             while st.epoch < epochs:
                 batches = batches_for_epoch(st.epoch)
                 n = len(batches)

@@ -22,8 +22,14 @@ def _libs():
 
 @contextlib.contextmanager
 def single_threaded_blas():
+    """BLAS on one thread inside the block, as it was after. Where it already is (inside an outer
+    block: the training loop holds one for a whole run), nothing is set, which saves the setting
+    and restoring on each of the step's many products."""
     libs = _libs()
     saved = [lib.get_num_threads() for lib in libs]
+    if all(n == 1 for n in saved):
+        yield
+        return
     for lib in libs:
         lib.set_num_threads(1)
     try:
