@@ -239,13 +239,24 @@ def test_im2col_overrun_through_the_public_api_with_boundscheck(tmp_path):
     code = (
         "import numpy as np, numconv as nc\n"
         "from numconv import config\n"
+        "got = {}\n"
         "for kernel in ('im2col', 'direct'):\n"
         "    config.CPU_CONV_KERNEL = kernel\n"
         "    x = np.ones((1, 1, 1, 1)); w = np.ones((1, 1, 5, 5))\n"
         "    y = nc.conv2d(x, w, padding='same')\n"
         "    assert y[0, 0, 0, 0] == 1.0, kernel\n"
         "    dw = nc.conv2d_backward_weight(np.ones((1, 1, 1, 1)), x, (5, 5), padding='same')\n"
-        "    assert dw.sum() == 1.0, kernel\n")
+        "    assert dw.sum() == 1.0, kernel\n"
+        "    dx = nc.conv2d_backward_input(np.ones((1, 1, 1, 1)), w, x.shape, padding='same')\n"
+        "    assert dx.sum() == 1.0, kernel\n"
+        "    # asymmetric padding and dilation: rows of padding skipped above and below\n"
+        "    x = np.arange(24.0).reshape(2, 1, 3, 4); w = np.arange(15.0).reshape(1, 1, 3, 5)\n"
+        "    pad = dict(padding=((1, 3), (2, 2)), dilation=(2, 1))\n"
+        "    y = nc.conv2d(x, w, **pad)\n"
+        "    dx = nc.conv2d_backward_input(np.ones(y.shape), w, x.shape, **pad)\n"
+        "    got[kernel] = (y, dx)\n"
+        "for a, b in zip(got['im2col'], got['direct']):\n"
+        "    np.testing.assert_array_equal(a, b)\n")
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)
