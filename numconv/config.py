@@ -7,8 +7,10 @@ or segment size changes speed and may change the order of summation, hence the l
 """
 
 # CPU convolution: columns (output pixels, batch-major) are processed in tiles of this many columns,
-# each tile's im2col block living in a thread-local buffer of about TILE_BYTES.
-CPU_TILE_BYTES = 256 * 1024
+# each tile's im2col block living in a thread-local buffer of about TILE_BYTES. 1 MB against 256 KB
+# (2 cores, three alternating rounds): ResNet's 3x3 layer at 56x56 1.1x faster, VGG's at 28x28
+# 1.12x, a stride-2 3x3 1.05x, a 1x1 the same, AlexNet's conv2 (2,400 rows) 0.95x.
+CPU_TILE_BYTES = 1024 * 1024
 CPU_TILE_MIN_COLS = 64
 CPU_TILE_MAX_COLS = 4096
 

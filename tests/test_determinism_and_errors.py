@@ -16,6 +16,14 @@ from kernel_helpers import FLOATS, ConvCase, assert_bitwise_equal, conv_kernel
 # the same list drives the repeat, thread-count and non-contiguity checks.
 
 CONV_KW = dict(stride=1, padding=1)
+
+
+@pytest.fixture(autouse=True)
+def several_tiles(monkeypatch):
+    """im2col tiles of 256 KB, so that these small shapes span several of them (the default's
+    1 MB would take each in one tile, and the thread-count checks would prove little)."""
+    monkeypatch.setattr(nc.config, "CPU_TILE_BYTES", 256 * 1024)
+
 STRIDED_KW = dict(stride=2, padding=((1, 0), (0, 1)), dilation=(1, 2), groups=2)
 POOL_KW = dict(stride=2, padding=1, ceil_mode=True)
 

@@ -308,7 +308,9 @@ MULTI_TILE_CASES = [
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("case", MULTI_TILE_CASES, ids=str)
-def test_conv_cpu_matches_numpy_oracle_across_tiles(case, dtype):
+def test_conv_cpu_matches_numpy_oracle_across_tiles(case, dtype, monkeypatch):
+    # the tile counts above are at 256 KB of im2col a tile (the default's 1 MB takes fewer)
+    monkeypatch.setattr(nc.config, "CPU_TILE_BYTES", 256 * 1024)
     rng = np.random.default_rng(3)
     x, w, b = case.arrays(rng, dtype)
     g = case.geometry
