@@ -2,9 +2,9 @@
 
 Forward is a row lookup, out[n, t] = weight[ids[n, t]]. The gradient of the table is the dense
 one-hot product dweight = onehot(ids)^T @ dout, but computed without the matrix and without
-scatter-adds: the token positions are sorted by word id (a stable sort, so each word's positions
-keep their order), each distinct word is one segment, and each parallel task sums one segment into
-its own row. No two tasks write the same row and every row is summed in a fixed order, so the
+scatter-adds: the token positions are grouped by word id (a counting sort, so each word's positions
+keep their order; numconv.kernels.cpu.windows.group_ids), each distinct word is one segment, and
+each parallel task sums one segment into its own row. No two tasks write the same row and every row is summed in a fixed order, so the
 result is bit-identical from run to run and whatever the thread count (STYLE.md rule 4).
 
 On the GPU (a table that is a device array) the same segments drive the CUDA kernels of
@@ -18,6 +18,7 @@ import importlib
 import numpy as np
 from numba import njit, prange
 
+from numconv.kernels.cpu.windows import group_ids
 from numconv.nn.module import Module
 from numconv.ops import _buffers as buffers
 from numconv.ops._device import kernels_for
@@ -105,14 +106,7 @@ def embedding_backward(dout, ids, num_embeddings, dweight=None):
         dout = np.ascontiguousarray(dout).reshape(flat.size, -1)
         if dweight is None:
             dweight = np.zeros((num_embeddings, dout.shape[1]), dtype=dout.dtype)
-    order = np.argsort(flat, kind="stable")
-    sorted_ids = flat[order]
-    if flat.size:
-        cut = np.flatnonzero(np.diff(sorted_ids)) + 1
-        starts = np.concatenate([[0], cut, [flat.size]]).astype(np.int64)
-        rows = sorted_ids[starts[:-1]]
-    else:
-        starts, rows = np.zeros(1, np.int64), np.zeros(0, np.int64)
+    rows, _, order, starts = group_ids(flat, num_embeddings)
     (_gpu().embedding_backward if gpu else _embedding_backward)(dweight, dout, order, starts, rows)
     return dweight
 

@@ -219,10 +219,11 @@ def column_sums(out, a):
 
 
 @njit(cache=True)
-def _distinct(rows, V):
+def group_ids(rows, V):
     """The distinct ids of rows (R,) in [0, V), increasing, by counting (O(R + V)): uniq (U,),
     inv (R,) each row's index in uniq, and the rows grouped by id, increasing within a group
-    (order (R,), group u at order[ustarts[u]:ustarts[u + 1]])."""
+    (order (R,), group u at order[ustarts[u]:ustarts[u + 1]]). The tagger's products by id and
+    the Embedding layer's gradient (numconv.nn.embedding) both gather by these groups."""
     counts = np.zeros(V, np.int64)
     for r in range(rows.shape[0]):
         counts[rows[r]] += 1
@@ -261,7 +262,7 @@ class DistinctRows:
         lengths = np.diff(starts)
         rows = np.empty(int(starts[-1]) + N * (K - 1), np.int64)
         _window_rows(rows, ids, starts, K)
-        self.uniq, self.inv, self.order, self.ustarts = _distinct(rows, V)
+        self.uniq, self.inv, self.order, self.ustarts = group_ids(rows, V)
         self.row_n = np.repeat(np.arange(N, dtype=np.int64), lengths + K - 1)
         self.row_p = np.arange(rows.size, dtype=np.int64) - (starts[:-1] + np.arange(N) * (K - 1)
                                                             )[self.row_n]
