@@ -19,7 +19,8 @@ CPU_TILE_MAX_COLS = 4096
 # channels per group, or twice as many where each output has at most DIRECT_FEW_TAPS taps
 # (Cg*KH*KW): there im2col's matrix product has too few rows to run near the BLAS peak, and the
 # direct kernels ran 1.3-2.5x faster (2 cores, 28x28 images; LeNet-5's layers 2.5-4x); im2col +
-# BLAS otherwise. "direct" and "im2col" force one (direct still needs stride 1). Each direct
+# the taps kernels or im2col + BLAS otherwise. "direct", "taps" and "im2col" force one (direct and
+# taps still need stride 1). Each direct
 # task's accumulators take at most DIRECT_ACC_BYTES.
 CPU_CONV_KERNEL = "auto"
 CPU_DIRECT_MAX_CHANNELS = 32
@@ -32,6 +33,19 @@ CPU_DIRECT_RUN = 1024
 # uses it only where that visits at most this many times the positions im2col does (LeNet-5's C3,
 # 10x10 outputs of a 5x5 kernel: 2.5 times, and still 1.4x faster than im2col).
 CPU_DIRECT_MAX_WASTE = 3.0
+# Stride-1 layers that "auto" does not give the direct kernels run one BLAS product per tap on
+# shifted windows of the padded input (the "taps" kernels: no im2col copy) where a group has at
+# least TAPS_MIN_CHANNELS input channels (each product's inner dimension; fewer, and im2col's
+# Cg*KH*KW rows run BLAS better). Forward blocks hold about TAPS_COLS output positions, weight-
+# gradient blocks about TAPS_WGRAD_COLS (their products' inner dimension).
+CPU_TAPS_MIN_CHANNELS = 16
+CPU_TAPS_COLS = 256
+CPU_TAPS_WGRAD_COLS = 1024
+# ...but the input gradient of a layer with at least this many output channels per group runs
+# im2col: its product W^T @ dY then has a long inner dimension (Og) and many rows (Cg*KH*KW), and
+# ran 1.07-1.17x faster than the taps (AlexNet's conv2, 256 maps, and a VGG layer at 28x28; with
+# ResNet's 64 maps the taps ran 1.6x faster).
+CPU_IM2COL_DX_MIN_CHANNELS = 256
 
 # Weight gradients: the columns are cut into chunks of about this many bytes of im2col, each one
 # matrix product with a long reduction (short products and a fresh (O, R) result per product made

@@ -40,13 +40,14 @@ def assert_bitwise_equal(a, b, err_msg=""):
 
 # ------------------------------------------------------------------------------------ convolution
 
-CONV_KERNELS = ("auto", "im2col", "direct")
+CONV_KERNELS = ("auto", "im2col", "direct", "taps")
 
 
 @contextlib.contextmanager
 def conv_kernel(method):
-    """Set the CPU convolution kernels ('auto' picks by shape; 'im2col' or 'direct' force one,
-    and direct needs stride 1, so a strided layer still runs im2col) for the block."""
+    """Set the CPU convolution kernels ('auto' picks by shape; 'im2col', 'direct' or 'taps'
+    force one, and direct and taps need stride 1, so a strided layer still runs im2col) for the
+    block."""
     saved = config.CPU_CONV_KERNEL
     config.CPU_CONV_KERNEL = method
     try:

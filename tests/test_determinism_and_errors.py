@@ -52,10 +52,11 @@ def _inputs(dtype, seed=0, N=4, C=8, H=20, W=20, O=16):
     )
 
 
-def _im2col(op):
-    """With 8 and 16 channels 'auto' picks the direct kernels; this runs `op` by im2col + BLAS."""
+def _forced(op, kernel):
+    """With 8 and 16 channels 'auto' picks the direct kernels; this runs `op` by another kernel
+    (im2col + BLAS, or one BLAS product per tap)."""
     def run(d):
-        with conv_kernel("im2col"):
+        with conv_kernel(kernel):
             return OPS[op](d)
     return run
 
@@ -101,8 +102,8 @@ OPS.update({
                                                        padding=1),
                               nc.conv1d_backward_weight(d["dy1wide"], d["x1"], 3, padding=1)),
 })
-OPS.update({f"{op}_im2col": _im2col(op) for op in ("conv2d", "conv2d_dx", "conv2d_dw", "conv1d",
-                                                           "conv1d_wide")})
+OPS.update({f"{op}_{kernel}": _forced(op, kernel) for kernel in ("im2col", "taps")
+            for op in ("conv2d", "conv2d_dx", "conv2d_dw", "conv1d", "conv1d_wide")})
 
 
 def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
@@ -112,16 +113,22 @@ def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
     assert pick(16, 6, 5, 5, 1, 1, 1) == "direct"         # LeNet-5 C3
     assert pick(64, 3, 3, 3, 1, 1, 1) == "direct"         # 64 maps, but only 27 taps each
     assert pick(64, 1, 3, 3, 1, 1, 64) == "direct"        # depthwise: one map per group
-    assert pick(64, 64, 3, 3, 1, 1, 1) == "im2col"        # ResNet: a product BLAS runs well
-    assert pick(16, 6, 5, 5, 2, 2, 1) == "im2col"         # the direct kernel needs stride 1
+    assert pick(64, 64, 3, 3, 1, 1, 1) == "taps"          # ResNet: a BLAS product per tap
+    assert pick(256, 96, 5, 5, 1, 1, 1) == "taps"         # AlexNet's conv2
+    assert pick(128, 3, 5, 5, 1, 1, 1) == "im2col"        # 3 channels: too short a product
+    assert pick(64, 64, 3, 3, 2, 2, 1) == "im2col"        # direct and taps need stride 1
+    assert pick(16, 6, 5, 5, 2, 2, 1) == "im2col"
     monkeypatch.setattr(config, "CPU_CONV_KERNEL", "im2col")
     assert pick(6, 1, 5, 5, 1, 1, 1) == "im2col"
     monkeypatch.setattr(config, "CPU_CONV_KERNEL", "direct")
     assert pick(64, 64, 3, 3, 1, 1, 1) == "direct"
     assert pick(16, 6, 5, 5, 1, 2, 1) == "im2col"
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "taps")
+    assert pick(6, 1, 5, 5, 1, 1, 1) == "taps"
+    assert pick(16, 6, 5, 5, 2, 1, 1) == "im2col"
     monkeypatch.setattr(config, "CPU_CONV_KERNEL", "fast")
     x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
-    with pytest.raises(ValueError, match=r"CPU_CONV_KERNEL is 'fast'.*'auto', 'direct' or"):
+    with pytest.raises(ValueError, match=r"CPU_CONV_KERNEL is 'fast'.*'auto', 'direct', 'taps'"):
         nc.conv2d(x, w)
 
 
@@ -152,6 +159,30 @@ def test_direct_kernels_with_images_side_by_side_are_thread_count_independent(re
                   nc.conv2d_backward_bias(dy[:, :3]))       # 3 maps: 3 segments of images
     for a, b in zip(out[1], out[2]):
         assert_bitwise_equal(a, b)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_taps_kernels_over_many_blocks_and_segments_are_thread_count_independent(restore_threads):
+    """A 40-to-80-channel 3x3 layer 'auto' gives the taps kernels: its forward pass and input
+    gradient run in blocks of a few rows, its weight gradient over several segments of blocks; a
+    second case puts small images side by side."""
+    from numconv.kernels.cpu.conv import _taps_tasks, conv_kernel as pick
+    rng = np.random.default_rng(6)
+    for N, S in ((6, 24), (40, 6)):
+        x = rng.standard_normal((N, 40, S, S)).astype(np.float32)
+        w = rng.standard_normal((80, 40, 3, 3)).astype(np.float32)
+        dy = rng.standard_normal((N, 80, S, S)).astype(np.float32)
+        assert pick(80, 40, 3, 3, 1, 1, 1) == pick(40, 80, 3, 3, 1, 1, 1) == "taps"
+        side, rows = _taps_tasks(N, 1, S, S + 2, nc.config.CPU_TAPS_COLS)
+        assert (side > 1) == (S == 6) and -(-N // side) * -(-S // rows) >= 8
+        out = {}
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            out[n] = (nc.conv2d(x, w, padding=1),
+                      nc.conv2d_backward_input(dy, w, x.shape, padding=1),
+                      nc.conv2d_backward_weight(dy, x, (3, 3), padding=1))
+        for a, b in zip(out[1], out[2]):
+            assert_bitwise_equal(a, b)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")

@@ -234,13 +234,13 @@ def test_im2col_overrun_through_the_public_api_with_boundscheck(tmp_path):
     import os
     import subprocess
     import sys
-    # both CPU kernels ('auto' would pick the direct one for this shape); the values are checked
+    # every CPU kernel ('auto' would pick the direct one for this shape); the values are checked
     # too, since an IndexError inside a parallel loop may stop its task without being raised
     code = (
         "import numpy as np, numconv as nc\n"
         "from numconv import config\n"
         "got = {}\n"
-        "for kernel in ('im2col', 'direct'):\n"
+        "for kernel in ('im2col', 'direct', 'taps'):\n"
         "    config.CPU_CONV_KERNEL = kernel\n"
         "    x = np.ones((1, 1, 1, 1)); w = np.ones((1, 1, 5, 5))\n"
         "    y = nc.conv2d(x, w, padding='same')\n"
@@ -255,8 +255,9 @@ def test_im2col_overrun_through_the_public_api_with_boundscheck(tmp_path):
         "    y = nc.conv2d(x, w, **pad)\n"
         "    dx = nc.conv2d_backward_input(np.ones(y.shape), w, x.shape, **pad)\n"
         "    got[kernel] = (y, dx)\n"
-        "for a, b in zip(got['im2col'], got['direct']):\n"
-        "    np.testing.assert_array_equal(a, b)\n")
+        "for kernel in ('direct', 'taps'):\n"
+        "    for a, b in zip(got['im2col'], got[kernel]):\n"
+        "        np.testing.assert_array_equal(a, b)\n")
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)

@@ -1,5 +1,6 @@
-"""CPU convolution kernels. Four forms, chosen by the layer's shape (conv_kernel and the
-launchers below; config.CPU_CONV_KERNEL forces im2col or direct), all with gathered gradients.
+"""CPU convolution kernels. Five forms, chosen by the layer's shape (conv_kernel and the
+launchers below; config.CPU_CONV_KERNEL forces im2col, direct or taps), all with gathered
+gradients.
 
 im2col on tiles (the general case). The output pixels of a whole batch are numbered j = n * P + p
 (P = OH * OW) and cut into tiles of `tn` consecutive columns. For a tile, im2col writes the
@@ -23,6 +24,14 @@ The other forms:
   adds w[o, c, m, k] times one contiguous run of the input to one contiguous run of
   accumulators: a long loop the compiler vectorises, with no im2col at all. The KW - 1 positions
   at the end of each image's row are computed and dropped (the price of the long runs).
+- taps (stride 1, more output channels and at least CPU_TAPS_MIN_CHANNELS input channels per
+  group: ResNet's, VGG's and AlexNet's layers): the direct form's flat layout, but each tap is one
+  BLAS product, W[:, :, m, k] (Og, Cg) @ xp[:, off:off + Q] (Cg, Q), accumulated in place. The
+  shifted window is a strided view of the padded rows that BLAS reads as it lies (kernels.cpu.
+  _gemm), so nothing is copied KH*KW times as im2col does; blocks of about CPU_TAPS_COLS
+  positions keep the product's operands in cache. The input gradient is the same full
+  correlation as the direct one's; the weight gradient is, per tap, dY_block @ xp_window^T summed
+  over blocks in fixed segments.
 - conv1d with stride 1 and one group (the Kim CNN's layers), where im2col is used otherwise: with
   x copied channels last and padded, (N * Lp, C) at Lp = pl + L + pr rows an image, output row
   q = n * Lp + t is the sum over taps k of x_rows[q + k*dw] @ W_k.T (C, O): K matrix products over
@@ -50,6 +59,7 @@ from numba import njit, prange
 from numconv import config
 from numconv.kernels.cpu import linear
 from numconv.kernels.cpu._blas import single_threaded_blas
+from numconv.kernels.cpu._gemm import gemm
 from numconv.kernels.cpu.windows import _transpose_into
 
 # ----------------------------------------------------------------------------------------------
@@ -317,6 +327,102 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
                 for i in range(nr):
                     q0 = i * Wp + b_ * Wi
                     y[n0 + b_, g * Og + o, oh0 + i, :] = acc[o, q0:q0 + OW]
+
+
+@njit(parallel=True, cache=True)
+def _taps_forward(y, x, wt, b, has_bias, KH, KW, pt, pl, dh, dw, rows, side):
+    """Stride 1, one matrix product per tap. The block layout of _direct_forward (`rows` padded
+    input rows of `side` images laid end to end at pitch Wp), but the taps run as BLAS products:
+    tap (m, k) adds wt[g, m*KW + k] (Og, Cg) @ xp[:, off:off + Q] (Cg, Q) to the block's
+    accumulators (Og, Q), off = m*dh*Wp + k*dw. The shifted window is a strided view that BLAS
+    reads in place (gemm), so there is no im2col copy, and blocks of about CPU_TAPS_COLS
+    positions keep all three operands in the core's caches. wt is (G, KH*KW, Og, Cg)."""
+    N, C, H, W = x.shape
+    G, T, Og, Cg = wt.shape
+    OH, OW = y.shape[2], y.shape[3]
+    Wi = OW + (KW - 1) * dw
+    nblk = (OH + rows - 1) // rows
+    nside = (N + side - 1) // side
+    for t in prange(nside * G * nblk):
+        blk = t % nblk
+        g = (t // nblk) % G
+        n0 = (t // (nblk * G)) * side
+        nb = min(N, n0 + side) - n0
+        Wp = nb * Wi
+        oh0 = blk * rows
+        nr = min(OH, oh0 + rows) - oh0
+        hin = nr + (KH - 1) * dh
+        Q = (nr - 1) * Wp + (nb - 1) * Wi + OW
+        xp = _padded_rows(x, n0, nb, g * Cg, Cg, oh0, hin, pt, pl, Wi)
+        acc = np.empty((Og, Q), dtype=y.dtype)
+        for m in range(KH):
+            for k in range(KW):
+                off = m * dh * Wp + k * dw
+                gemm(wt[g, m * KW + k], xp[:, off:off + Q], acc, 1.0 if m + k > 0 else 0.0)
+        for b_ in range(nb):
+            for o in range(Og):
+                bias = b[g * Og + o] if has_bias else 0
+                for i in range(nr):
+                    q0 = i * Wp + b_ * Wi
+                    dst = y[n0 + b_, g * Og + o, oh0 + i]
+                    for j in range(OW):
+                        dst[j] = acc[o, q0 + j] + bias
+
+
+@njit(parallel=True, cache=True)
+def _taps_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, units_per_seg):
+    """Stride 1. part[s, g, m*KW + k] (Og, Cg) = sum over the units (blocks as in _taps_forward)
+    of segment s, in unit order, of dy's block (Og, Q) @ xp[:, off:off + Q].T: per tap, one
+    product whose inner dimension runs over the block's positions. dy's copy is zero in the
+    KW - 1 dropped positions of each row, so they add nothing."""
+    S, G, T, Og, Cg = part.shape
+    N, C, H, W = x.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    Wi = OW + (KW - 1) * dw
+    nblk = (OH + rows - 1) // rows
+    units = ((N + side - 1) // side) * nblk
+    for t in prange(S * G):
+        g = t % G
+        s = t // G
+        acc = part[s, g]
+        u0 = s * units_per_seg
+        for u in range(u0, min(units, u0 + units_per_seg)):
+            n0 = (u // nblk) * side
+            nb = min(N, n0 + side) - n0
+            Wp = nb * Wi
+            oh0 = (u % nblk) * rows
+            nr = min(OH, oh0 + rows) - oh0
+            hin = nr + (KH - 1) * dh
+            Q = (nr - 1) * Wp + (nb - 1) * Wi + OW
+            xp = _padded_rows(x, n0, nb, g * Cg, Cg, oh0, hin, pt, pl, Wi)
+            gp = np.zeros((Og, Q), dtype=dy.dtype)
+            for b_ in range(nb):
+                for o in range(Og):
+                    for i in range(nr):
+                        q0 = i * Wp + b_ * Wi
+                        gp[o, q0:q0 + OW] = dy[n0 + b_, g * Og + o, oh0 + i]
+            for m in range(KH):
+                for k in range(KW):
+                    off = m * dh * Wp + k * dw
+                    gemm(gp, xp[:, off:off + Q].T, acc[m * KW + k], 1.0 if u > u0 else 0.0)
+
+
+@njit(parallel=True, cache=True)
+def _reduce_tap_partials(dwt, part):
+    """dwt[g*Og + o, c, m, k] = sum over s of part[s, g, m*KW + k, o, c], s in increasing order."""
+    S, G, T, Og, Cg = part.shape
+    KH, KW = dwt.shape[2], dwt.shape[3]
+    for t in prange(G * Og):
+        g = t // Og
+        o = t % Og
+        for c in range(Cg):
+            for m in range(KH):
+                for k in range(KW):
+                    tap = m * KW + k
+                    acc = part[0, g, tap, o, c]
+                    for s in range(1, S):
+                        acc += part[s, g, tap, o, c]
+                    dwt[t, c, m, k] = acc
 
 
 @njit(parallel=True, cache=True)
@@ -782,23 +888,58 @@ def _tile_cols(R, itemsize):
 
 
 def conv_kernel(O, Cg, KH, KW, sh, sw, groups):
-    """'direct' or 'im2col': the kernel for a layer of this shape (its forward pass and weight
-    gradient; the input gradient asks with the channel axes swapped). config.CPU_CONV_KERNEL
+    """'direct', 'taps' or 'im2col': the kernel for a layer of this shape (its forward pass and
+    weight gradient; the input gradient asks with the channel axes swapped). config.CPU_CONV_KERNEL
     'auto' picks direct for stride 1 with at most CPU_DIRECT_MAX_CHANNELS output channels per
     group, or up to twice as many where each output has at most CPU_DIRECT_FEW_TAPS taps
-    (Cg*KH*KW): there im2col's matrix product has too few rows to run near the BLAS peak. A forced
-    'direct' still needs stride 1."""
+    (Cg*KH*KW): there im2col's matrix product has too few rows to run near the BLAS peak. Other
+    stride-1 layers with at least CPU_TAPS_MIN_CHANNELS input channels per group run the taps
+    kernels, the rest im2col. A forced 'direct' or 'taps' still needs stride 1."""
     mode = config.CPU_CONV_KERNEL
-    if mode not in ("auto", "direct", "im2col"):
+    if mode not in ("auto", "direct", "taps", "im2col"):
         raise ValueError(f"numconv.config.CPU_CONV_KERNEL is {mode!r}; set it to 'auto', "
-                         f"'direct' or 'im2col'")
+                         f"'direct', 'taps' or 'im2col'")
     if sh != 1 or sw != 1 or mode == "im2col":
         return "im2col"
-    if mode == "direct":
-        return "direct"
+    if mode != "auto":
+        return mode
     Og, taps = O // groups, Cg * KH * KW
     few = taps <= config.CPU_DIRECT_FEW_TAPS
-    return "direct" if Og <= config.CPU_DIRECT_MAX_CHANNELS * (2 if few else 1) else "im2col"
+    if Og <= config.CPU_DIRECT_MAX_CHANNELS * (2 if few else 1):
+        return "direct"
+    return "taps" if Cg >= config.CPU_TAPS_MIN_CHANNELS else "im2col"
+
+
+def _tap_weights(w, groups):
+    """w (O, Cg, KH, KW) as the taps kernels read it: (groups, KH*KW, Og, Cg), contiguous."""
+    O, Cg, KH, KW = w.shape
+    return np.ascontiguousarray(w.reshape(groups, O // groups, Cg, KH * KW).transpose(0, 3, 1, 2))
+
+
+def _taps_tasks(N, groups, OH, Wi, cols):
+    """(images side by side, output rows) per taps block, from shapes only: about `cols` output
+    positions a block (small images side by side, else a few rows of one), and at least
+    CPU_MIN_TASKS blocks where the shapes allow."""
+    side = max(1, min(cols // (OH * Wi), (N * groups) // config.CPU_MIN_TASKS, N))
+    tasks = -(-N // side) * groups
+    rows = max(1, min(OH, cols // (side * Wi)))
+    if tasks * -(-OH // rows) < config.CPU_MIN_TASKS:
+        rows = max(1, -(-OH // -(-config.CPU_MIN_TASKS // tasks)))
+    return int(side), int(rows)
+
+
+def _stride1_forward(kind, y, x, w, bias, has_bias, pt, pl, dh, dw, groups):
+    """The direct or the taps forward pass (stride 1) of x with w into y."""
+    N, O, OH, OW = y.shape
+    Wi = OW + (w.shape[3] - 1) * dw
+    if kind == "direct":
+        side, rows = _direct_tasks(N, groups, OH, O // groups, Wi, x.itemsize)
+        _direct_forward(y, x, w, bias, has_bias, pt, pl, dh, dw, groups, rows, side)
+        return
+    side, rows = _taps_tasks(N, groups, OH, Wi, config.CPU_TAPS_COLS)
+    with single_threaded_blas():
+        _taps_forward(y, x, _tap_weights(w, groups), bias, has_bias, w.shape[2], w.shape[3], pt,
+                      pl, dh, dw, rows, side)
 
 
 def _conv1d_shifted(H, KH, OH, pt, sw, groups):
@@ -843,12 +984,15 @@ def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
         linear.linear_forward(y.reshape(N, O), np.ascontiguousarray(x).reshape(N, -1),
                               np.ascontiguousarray(w).reshape(O, -1), b)
         return
-    if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
-        side, rows = _direct_tasks(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
-        _direct_forward(y, x, w, bias, has_bias, pt, pl, dh, dw, groups, rows, side)
+    kind = conv_kernel(O, Cg, KH, KW, sh, sw, groups)
+    if kind == "direct":
+        _stride1_forward(kind, y, x, w, bias, has_bias, pt, pl, dh, dw, groups)
         return
     if _conv1d_shifted(x.shape[2], KH, OH, pt, sw, groups):
         _conv1d_shifted_forward(y, x, w, bias, has_bias, pl, dw)
+        return
+    if kind == "taps":
+        _stride1_forward(kind, y, x, w, bias, has_bias, pt, pl, dh, dw, groups)
         return
     w3 = w.reshape(groups, O // groups, Cg * KH * KW)
     tn = _tile_cols(Cg * KH * KW, x.itemsize)
@@ -950,6 +1094,15 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
     if _conv1d_shifted(x.shape[2], KH, OH, pt, sw, groups):
         _conv1d_shifted_weight(dwt, dy, x, pl, dw)
         return
+    if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "taps":
+        side, rows = _taps_tasks(N, groups, OH, OW + (KW - 1) * dw, config.CPU_TAPS_WGRAD_COLS)
+        units = -(-N // side) * -(-OH // rows)
+        per_seg = -(-units // config.CPU_WGRAD_MAX_SEGMENTS)
+        part = np.empty((-(-units // per_seg), groups, KH * KW, O // groups, Cg), dtype=dwt.dtype)
+        with single_threaded_blas():
+            _taps_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, per_seg)
+        _reduce_tap_partials(dwt, part)
+        return
     chunk, per_seg, nseg = _wgrad_chunks(R, x.itemsize, N * OH * OW)
     part = np.empty((nseg, groups, O // groups, R), dtype=dwt.dtype)
     with single_threaded_blas():
@@ -972,21 +1125,30 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
     # the full correlation below visits (OH + eh) x (OW + 2*ew) positions per plane (its padding
     # included) where im2col visits OH x OW: past CPU_DIRECT_MAX_WASTE times as many, im2col
     waste = (OH + eh) * (OW + 2 * ew) / (OH * OW)
-    if conv_kernel(C, Og, KH, KW, sh, sw, groups) == "direct" and (
-            waste <= config.CPU_DIRECT_MAX_WASTE or config.CPU_CONV_KERNEL == "direct"):
+    kind = conv_kernel(C, Og, KH, KW, sh, sw, groups)
+    if kind == "taps" and config.CPU_CONV_KERNEL == "auto":
+        if _conv1d_shifted(H, KH, OH, pt, sw, groups):
+            kind = "conv1d"                  # the Kim CNN's layers: the shifted products below
+        elif Og >= config.CPU_IM2COL_DX_MIN_CHANNELS:
+            kind = "im2col"                  # its product's inner dimension is Og: long enough
+    if kind in ("direct", "taps") and (waste <= config.CPU_DIRECT_MAX_WASTE
+                                       or config.CPU_CONV_KERNEL == kind):
         # The course's identity, computed as it reads: dx is the full correlation of dy with the
         # filter rotated by 180 degrees and its channel axes swapped, i.e. a stride-1 forward
-        # pass (the direct kernel) of dy padded by the kernel's extent less one on every side. It
-        # gives the gradient of the padded input; dx is its interior.
+        # pass (the direct or the taps kernel) of dy padded by the kernel's extent less one on
+        # every side. It gives the gradient of the padded input; dx is its interior.
         wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].reshape(groups, Og, Cg, KH, KW)
                                   .transpose(0, 2, 1, 3, 4).reshape(C, Og, KH, KW))
         Hp, Wp = OH + eh, OW + ew              # the padded input: pt + H + pb by pl + W + pr
-        dxp = dx if (Hp, Wp) == (H, W) else np.empty((N, C, Hp, Wp), dtype=dx.dtype)
-        side, rows = _direct_tasks(N, groups, Hp, Cg, Wp + ew, dx.itemsize)
-        _direct_forward(dxp, dy, wt, np.zeros(1, dx.dtype), False, eh, ew, dh, dw, groups, rows,
-                        side)
-        if dxp is not dx:
-            dx[...] = dxp[:, :, pt:pt + H, pl:pl + W]
+        zero = np.zeros(1, dx.dtype)
+        if max(pt, Hp - H - pt) <= eh and max(pl, Wp - W - pl) <= ew:
+            # the usual case, no side padded by more than the kernel's extent: dy padded by the
+            # rest of the extent gives dx's own rows and columns, not the padding's
+            _stride1_forward(kind, dx, dy, wt, zero, False, eh - pt, ew - pl, dh, dw, groups)
+            return
+        dxp = np.empty((N, C, Hp, Wp), dtype=dx.dtype)
+        _stride1_forward(kind, dxp, dy, wt, zero, False, eh, ew, dh, dw, groups)
+        dx[...] = dxp[:, :, pt:pt + H, pl:pl + W]
         return
     if _conv1d_shifted(H, KH, OH, pt, sw, groups):
         _conv1d_shifted_input(dx, dy, w, pl, dw)
