@@ -41,11 +41,14 @@ CPU_DIRECT_MAX_WASTE = 3.0
 CPU_TAPS_MIN_CHANNELS = 16
 CPU_TAPS_COLS = 256
 CPU_TAPS_WGRAD_COLS = 1024
-# ...but the input gradient of a layer with at least this many output channels per group runs
-# im2col: its product W^T @ dY then has a long inner dimension (Og) and many rows (Cg*KH*KW), and
-# ran 1.07-1.17x faster than the taps (AlexNet's conv2, 256 maps, and a VGG layer at 28x28; with
-# ResNet's 64 maps the taps ran 1.6x faster).
-CPU_IM2COL_DX_MIN_CHANNELS = 256
+# ...but the input gradient of a layer with at least IM2COL_DX_MIN_MAPS output channels and fewer
+# than IM2COL_DX_MAX_CHANNELS input channels per group runs im2col: its product W^T @ dY then has
+# a long inner dimension (Og) and many rows (Cg*KH*KW), while each tap's product would make only
+# Cg outputs. AlexNet's conv2 (96 -> 256, 5x5): im2col 1.15x faster; a VGG layer (256 -> 256) and a
+# 1x1 (1024 -> 256) ran 1.04x and 1.14x faster by the taps, ResNet's (64 -> 64) 1.6x
+# (benchmarks/bench_conv_kernels.py).
+CPU_IM2COL_DX_MIN_MAPS = 256
+CPU_IM2COL_DX_MAX_CHANNELS = 128
 
 # Weight gradients: the columns are cut into chunks of about this many bytes of im2col, each one
 # matrix product with a long reduction (short products and a fresh (O, R) result per product made

@@ -132,6 +132,24 @@ def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
         nc.conv2d(x, w)
 
 
+def test_input_gradient_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
+    from numconv import config
+    from numconv.kernels.cpu.conv import input_grad_kernel as pick
+    # (C, Og, KH, KW, sh, sw, groups, H, OH, OW, pt, dh, dw)
+    assert pick(6, 16, 5, 5, 1, 1, 1, 14, 10, 10, 0, 1, 1) == "direct"       # LeNet-5 C3
+    assert pick(64, 64, 3, 3, 1, 1, 1, 56, 56, 56, 1, 1, 1) == "taps"        # ResNet
+    assert pick(256, 256, 3, 3, 1, 1, 1, 28, 28, 28, 1, 1, 1) == "taps"      # VGG
+    assert pick(96, 256, 5, 5, 1, 1, 1, 27, 27, 27, 2, 1, 1) == "im2col"     # AlexNet conv2
+    assert pick(300, 100, 1, 4, 1, 1, 1, 1, 1, 57, 0, 1, 1) == "conv1d"      # Kim CNN
+    assert pick(64, 64, 3, 3, 2, 2, 1, 56, 28, 28, 1, 1, 1) == "im2col"      # stride 2
+    # a full correlation over 3x3 outputs of a 5x5 kernel visits 11 x 7 / 9 ~ 8.6x the positions
+    assert pick(64, 64, 5, 5, 1, 1, 1, 7, 3, 3, 0, 1, 1) == "im2col"
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "taps")
+    assert pick(64, 64, 5, 5, 1, 1, 1, 7, 3, 3, 0, 1, 1) == "taps"
+    assert pick(96, 256, 5, 5, 1, 1, 1, 27, 27, 27, 2, 1, 1) == "taps"
+    assert pick(300, 100, 1, 4, 1, 1, 1, 1, 1, 57, 0, 1, 1) == "taps"
+
+
 def test_determinism_shapes_span_several_tiles():
     """The shapes above cut the CPU kernels' work into several tiles (else the thread-count test
     would prove little); the large case below spans several weight-gradient segments too."""

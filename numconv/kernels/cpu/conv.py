@@ -910,6 +910,27 @@ def conv_kernel(O, Cg, KH, KW, sh, sw, groups):
     return "taps" if Cg >= config.CPU_TAPS_MIN_CHANNELS else "im2col"
 
 
+def input_grad_kernel(C, Og, KH, KW, sh, sw, groups, H, OH, OW, pt, dh, dw):
+    """The kernel of an input gradient (C input channels, Og output channels per group): 'direct'
+    or 'taps' (the full correlation of dy with the rotated filter), 'conv1d' (the shifted
+    products) or 'im2col'. conv_kernel decides with the channel axes swapped, then under 'auto':
+    the full correlation visits (OH + eh) x (OW + 2*ew) positions per plane (its padding included)
+    where im2col visits OH x OW, so past CPU_DIRECT_MAX_WASTE times as many, im2col; the Kim
+    CNN's conv1d layers keep the shifted products; and layers with at least
+    CPU_IM2COL_DX_MIN_MAPS output channels and fewer than CPU_IM2COL_DX_MAX_CHANNELS input
+    channels per group run im2col, a long product W^T @ dY where each tap's would be thin."""
+    kind = conv_kernel(C, Og, KH, KW, sh, sw, groups)
+    if config.CPU_CONV_KERNEL != "auto":
+        return kind
+    close = (OH + (KH - 1) * dh) * (OW + 2 * (KW - 1) * dw) <= config.CPU_DIRECT_MAX_WASTE * OH * OW
+    if kind == "direct" and close:
+        return kind
+    if _conv1d_shifted(H, KH, OH, pt, sw, groups):
+        return "conv1d"
+    thin = Og >= config.CPU_IM2COL_DX_MIN_MAPS and C // groups < config.CPU_IM2COL_DX_MAX_CHANNELS
+    return "taps" if kind == "taps" and close and not thin else "im2col"
+
+
 def _tap_weights(w, groups):
     """w (O, Cg, KH, KW) as the taps kernels read it: (groups, KH*KW, Og, Cg), contiguous."""
     O, Cg, KH, KW = w.shape
@@ -1122,17 +1143,8 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
                                      np.ascontiguousarray(w).reshape(O, -1))
         return
     eh, ew = (KH - 1) * dh, (KW - 1) * dw
-    # the full correlation below visits (OH + eh) x (OW + 2*ew) positions per plane (its padding
-    # included) where im2col visits OH x OW: past CPU_DIRECT_MAX_WASTE times as many, im2col
-    waste = (OH + eh) * (OW + 2 * ew) / (OH * OW)
-    kind = conv_kernel(C, Og, KH, KW, sh, sw, groups)
-    if kind == "taps" and config.CPU_CONV_KERNEL == "auto":
-        if _conv1d_shifted(H, KH, OH, pt, sw, groups):
-            kind = "conv1d"                  # the Kim CNN's layers: the shifted products below
-        elif Og >= config.CPU_IM2COL_DX_MIN_CHANNELS:
-            kind = "im2col"                  # its product's inner dimension is Og: long enough
-    if kind in ("direct", "taps") and (waste <= config.CPU_DIRECT_MAX_WASTE
-                                       or config.CPU_CONV_KERNEL == kind):
+    kind = input_grad_kernel(C, Og, KH, KW, sh, sw, groups, H, OH, OW, pt, dh, dw)
+    if kind in ("direct", "taps"):
         # The course's identity, computed as it reads: dx is the full correlation of dy with the
         # filter rotated by 180 degrees and its channel axes swapped, i.e. a stride-1 forward
         # pass (the direct or the taps kernel) of dy padded by the kernel's extent less one on
@@ -1150,7 +1162,7 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
         _stride1_forward(kind, dxp, dy, wt, zero, False, eh, ew, dh, dw, groups)
         dx[...] = dxp[:, :, pt:pt + H, pl:pl + W]
         return
-    if _conv1d_shifted(H, KH, OH, pt, sw, groups):
+    if kind == "conv1d":
         _conv1d_shifted_input(dx, dy, w, pl, dw)
         return
     R = Cg * KH * KW
