@@ -191,7 +191,7 @@ def test_taps_kernels_over_many_blocks_and_segments_are_thread_count_independent
         w = rng.standard_normal((80, 40, 3, 3)).astype(np.float32)
         dy = rng.standard_normal((N, 80, S, S)).astype(np.float32)
         assert pick(80, 40, 3, 3, 1, 1, 1) == pick(40, 80, 3, 3, 1, 1, 1) == "taps"
-        side, rows = _taps_tasks(N, 1, S, S + 2, nc.config.CPU_TAPS_COLS)
+        side, rows = _taps_tasks(N, 1, S, S + 1, nc.config.CPU_TAPS_COLS)   # pitch S + 1
         assert (side > 1) == (S == 6) and -(-N // side) * -(-S // rows) >= 8
         out = {}
         for n in (1, 2):
@@ -645,3 +645,34 @@ def test_linear_accepts_views_and_mixed_precision():
     np.testing.assert_allclose(dx, dy64 @ wT.T, rtol=1e-12)
     np.testing.assert_allclose(dw, dy64.T @ x64, rtol=1e-12)
     np.testing.assert_allclose(db, dy64.sum(axis=0), rtol=1e-12)
+
+
+def test_direct_and_taps_pitch_pays_for_two_sided_padding_once():
+    """The flat rows' pitch: the zeros after one image's row are the next one's left padding."""
+    from numconv.kernels.cpu.conv import _pitch
+    assert _pitch(10, 14, 0, 4) == 14        # LeNet-5 C3 forward: no padding to share
+    assert _pitch(14, 10, 4, 4) == 14        # its input gradient, dy padded by 4 each side: not 18
+    assert _pitch(28, 28, 2, 4) == 30        # 'same' 5x5 at 28x28: pl + W, not 32
+    assert _pitch(9, 4, 6, 2) == 10          # padding past the kernel's extent: pl + W
+    from kernel_helpers import (numpy_conv2d, numpy_conv2d_backward_input,
+                                numpy_conv2d_backward_weight)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 40, 9, 7))
+    w = rng.standard_normal((40, 40, 3, 5))
+    one = (1, 1)
+    for kernel in ("direct", "taps"):
+        with conv_kernel(kernel):
+            for padding in (((1, 1), (4, 4)), ((0, 2), (6, 1)), ((2, 0), (0, 5))):
+                y = nc.conv2d(x, w, padding=padding)
+                dy = rng.standard_normal(y.shape)
+                dx = nc.conv2d_backward_input(dy, w, x.shape, padding=padding)
+                dw = nc.conv2d_backward_weight(dy, x, (3, 5), padding=padding)
+                msg = f"{kernel} {padding}"
+                np.testing.assert_allclose(y, numpy_conv2d(x, w, one, padding, one, 1),
+                                           rtol=1e-10, atol=1e-10, err_msg=msg)
+                np.testing.assert_allclose(
+                    dx, numpy_conv2d_backward_input(dy, w, x.shape, one, padding, one, 1),
+                    rtol=1e-10, atol=1e-10, err_msg=msg)
+                np.testing.assert_allclose(
+                    dw, numpy_conv2d_backward_weight(dy, x, (3, 5), one, padding, one, 1),
+                    rtol=1e-10, atol=1e-10, err_msg=msg)

@@ -187,12 +187,24 @@ def _forward_tiles(y3, x, w3, b, has_bias, KH, KW, sh, sw, pt, pl, dh, dw, OW, t
 
 
 @njit(cache=True)
+def _pitch(OW, W, pl, ext):
+    """Columns per image in the direct and taps kernels' flat rows (stride 1, ext = (KW-1)*dw):
+    the image's W columns at offset pl, then zeros. Output j reads columns j .. j + ext; those
+    past the pitch fall on the first pl columns of the next image or row, zeros as well, so the
+    zeros serve as the right padding of one image and the left padding of the next: a side
+    padded on both sides pays for it once. (LeNet-5's C3 input gradient, 14 outputs a row of a
+    5x5 kernel over dy padded by 4: a pitch of 14, not 18.)"""
+    return max(pl + W, OW, OW + ext - pl)
+
+
+@njit(cache=True)
 def _padded_rows(x, n0, nb, c0, Cg, oh0, hin, pt, pl, Wi):
     """The direct kernels' input layout: xp[c, i*Wp + b*Wi + j] = x[n0 + b, c0 + c, oh0 - pt + i,
-    j - pl] for nb images side by side (Wp = nb * Wi), hin rows, zero outside the input."""
+    j - pl] for nb images side by side (Wp = nb * Wi, Wi = _pitch(...)), hin rows, zero outside
+    the input; pl more zeros at the end, which the last row's last taps read."""
     H, W = x.shape[2], x.shape[3]
     Wp = nb * Wi
-    xp = np.zeros((Cg, hin * Wp), dtype=x.dtype)
+    xp = np.zeros((Cg, hin * Wp + pl), dtype=x.dtype)
     i0 = max(0, pt - oh0)
     i1 = min(hin, H + pt - oh0)
     for b_ in range(nb):
@@ -220,7 +232,7 @@ def _direct_forward(y, x, w, b, has_bias, pt, pl, dh, dw, groups, rows, side):
     O, Cg, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
     Og = O // groups
-    Wi = OW + (KW - 1) * dw                  # = pl + W + pr: exactly the columns the taps read
+    Wi = _pitch(OW, W, pl, (KW - 1) * dw)
     nblk = (OH + rows - 1) // rows
     nside = (N + side - 1) // side
     for t in prange(nside * groups * nblk):
@@ -340,7 +352,7 @@ def _taps_forward(y, x, wt, b, has_bias, KH, KW, pt, pl, dh, dw, rows, side):
     N, C, H, W = x.shape
     G, T, Og, Cg = wt.shape
     OH, OW = y.shape[2], y.shape[3]
-    Wi = OW + (KW - 1) * dw
+    Wi = _pitch(OW, W, pl, (KW - 1) * dw)
     nblk = (OH + rows - 1) // rows
     nside = (N + side - 1) // side
     for t in prange(nside * G * nblk):
@@ -378,7 +390,7 @@ def _taps_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, units
     S, G, T, Og, Cg = part.shape
     N, C, H, W = x.shape
     OH, OW = dy.shape[2], dy.shape[3]
-    Wi = OW + (KW - 1) * dw
+    Wi = _pitch(OW, W, pl, (KW - 1) * dw)
     nblk = (OH + rows - 1) // rows
     units = ((N + side - 1) // side) * nblk
     for t in prange(S * G):
@@ -656,7 +668,7 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, uni
     N, C, H, W = x.shape
     OH, OW = dy.shape[2], dy.shape[3]
     Cg = C // G
-    Wi = OW + (KW - 1) * dw
+    Wi = _pitch(OW, W, pl, (KW - 1) * dw)
     nblk = (OH + rows - 1) // rows
     units = ((N + side - 1) // side) * nblk
     for t in prange(S * G):
@@ -952,7 +964,7 @@ def _taps_tasks(N, groups, OH, Wi, cols):
 def _stride1_forward(kind, y, x, w, bias, has_bias, pt, pl, dh, dw, groups):
     """The direct or the taps forward pass (stride 1) of x with w into y."""
     N, O, OH, OW = y.shape
-    Wi = OW + (w.shape[3] - 1) * dw
+    Wi = _pitch(OW, x.shape[3], pl, (w.shape[3] - 1) * dw)
     if kind == "direct":
         side, rows = _direct_tasks(N, groups, OH, O // groups, Wi, x.itemsize)
         _direct_forward(y, x, w, bias, has_bias, pt, pl, dh, dw, groups, rows, side)
@@ -1105,7 +1117,8 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
                                       np.ascontiguousarray(x).reshape(N, R))
         return
     if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
-        side, rows = _direct_tasks(N, groups, OH, O // groups, OW + (KW - 1) * dw, x.itemsize)
+        Wi = _pitch(OW, x.shape[3], pl, (KW - 1) * dw)
+        side, rows = _direct_tasks(N, groups, OH, O // groups, Wi, x.itemsize)
         units = -(-N // side) * -(-OH // rows)
         per_seg = -(-units // config.CPU_WGRAD_MAX_SEGMENTS)
         part = np.empty((-(-units // per_seg), groups, O // groups, R), dtype=dwt.dtype)
@@ -1116,7 +1129,8 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
         _conv1d_shifted_weight(dwt, dy, x, pl, dw)
         return
     if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "taps":
-        side, rows = _taps_tasks(N, groups, OH, OW + (KW - 1) * dw, config.CPU_TAPS_WGRAD_COLS)
+        Wi = _pitch(OW, x.shape[3], pl, (KW - 1) * dw)
+        side, rows = _taps_tasks(N, groups, OH, Wi, config.CPU_TAPS_WGRAD_COLS)
         units = -(-N // side) * -(-OH // rows)
         per_seg = -(-units // config.CPU_WGRAD_MAX_SEGMENTS)
         part = np.empty((-(-units // per_seg), groups, KH * KW, O // groups, Cg), dtype=dwt.dtype)
