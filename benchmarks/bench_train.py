@@ -53,7 +53,7 @@ def _torch_step(torch, model, opt):
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
     return step
 
 
