@@ -298,6 +298,10 @@ MULTI_TILE_CASES = [
     ConvCase(2, (20, 3, 9, 8), (5, 3, 3, 2), dict(padding=((1, 0), (2, 1)), dilation=(1, 2))),
     ConvCase(2, (37, 2, 6, 7), (4, 2, 5, 5), dict(padding=2)),
     ConvCase(2, (24, 4, 6, 6), (6, 2, 3, 3), dict(groups=2)),
+    # the direct weight gradient's maps three at a time (16 maps as 3+3+3+3+2+2: LeNet-5's C3;
+    # 7 as 3+2+2 over rows of 5 + 1 taps)
+    ConvCase(2, (3, 6, 14, 14), (16, 6, 5, 5), dict()),
+    ConvCase(2, (4, 1, 12, 12), (7, 1, 5, 6), dict(padding=1)),
     # LeNet-5's C5: the kernel covers the 5x5 input, a Linear layer of 400 inputs
     ConvCase(2, (6, 16, 5, 5), (120, 16, 5, 5), dict()),
     # the direct forward kernel's row blocks: a batch of one cut into 8 blocks of rows, and blocks

@@ -652,6 +652,44 @@ def _dw_pair_taps(acc, gp, xp, o, c, r, off, dw, nk, Q):
         acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2] = e0, e1, e2
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dw_triple_taps(acc, gp, xp, o, c, r, off, dw, Q):
+    """_dw_pair_taps for maps o, o + 1 and o + 2 and five taps: fifteen sums from one pass, each
+    input run loaded once for the three maps' dy rows."""
+    g, h, f = gp[o], gp[o + 1], gp[o + 2]
+    s0, s1 = xp[c, off:off + Q], xp[c, off + dw:off + dw + Q]
+    s2, s3 = xp[c, off + 2 * dw:off + 2 * dw + Q], xp[c, off + 3 * dw:off + 3 * dw + Q]
+    s4 = xp[c, off + 4 * dw:off + 4 * dw + Q]
+    d0, d1, d2, d3, d4 = acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], acc[o, r + 4]
+    e0, e1, e2 = acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2]
+    e3, e4 = acc[o + 1, r + 3], acc[o + 1, r + 4]
+    u0, u1, u2 = acc[o + 2, r], acc[o + 2, r + 1], acc[o + 2, r + 2]
+    u3, u4 = acc[o + 2, r + 3], acc[o + 2, r + 4]
+    for q in range(Q):
+        gq, hq, fq = g[q], h[q], f[q]
+        t0, t1, t2, t3, t4 = s0[q], s1[q], s2[q], s3[q], s4[q]
+        d0 += gq * t0
+        d1 += gq * t1
+        d2 += gq * t2
+        d3 += gq * t3
+        d4 += gq * t4
+        e0 += hq * t0
+        e1 += hq * t1
+        e2 += hq * t2
+        e3 += hq * t3
+        e4 += hq * t4
+        u0 += fq * t0
+        u1 += fq * t1
+        u2 += fq * t2
+        u3 += fq * t3
+        u4 += fq * t4
+    acc[o, r], acc[o, r + 1], acc[o, r + 2], acc[o, r + 3], acc[o, r + 4] = d0, d1, d2, d3, d4
+    acc[o + 1, r], acc[o + 1, r + 1], acc[o + 1, r + 2] = e0, e1, e2
+    acc[o + 1, r + 3], acc[o + 1, r + 4] = e3, e4
+    acc[o + 2, r], acc[o + 2, r + 1], acc[o + 2, r + 2] = u0, u1, u2
+    acc[o + 2, r + 3], acc[o + 2, r + 4] = u3, u4
+
+
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, units_per_seg):
     """Stride 1. part[s, g, o, r] = sum over the units (`side` images side by side, a block of
@@ -693,7 +731,9 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, uni
                         gp[o, q0:q0 + OW] = dy[n0 + b_, g * Og + o, oh0 + i]
             o = 0
             while o < Og:
-                two = o + 1 < Og
+                # maps three at a time, or two where three would leave one alone (16 = 3*4 + 2*2)
+                left = Og - o
+                group = 3 if left >= 3 and left != 4 else min(2, left)
                 for c in range(Cg):
                     for m in range(KH):
                         k = 0
@@ -701,14 +741,18 @@ def _direct_weight_partials(part, dy, x, KH, KW, pt, pl, dh, dw, rows, side, uni
                             nk = min(5, KW - k)
                             off = m * dh * Wp + k * dw
                             r = (c * KH + m) * KW + k
-                            if two and nk >= 3:
-                                # two output maps a pass: both dot products read the same runs
+                            if group == 3 and nk == 5:
+                                # three output maps a pass: their dot products read the same runs
+                                _dw_triple_taps(acc, gp, xp, o, c, r, off, dw, Q)
+                            elif group >= 2 and nk >= 3:
                                 _dw_pair_taps(acc, gp, xp, o, c, r, off, dw, nk, Q)
+                                if group == 3:
+                                    _dw_single_taps(acc, gp, xp, o + 2, c, r, off, dw, nk, Q)
                             else:
-                                for oo in range(o, o + 2 if two else o + 1):
+                                for oo in range(o, o + group):
                                     _dw_single_taps(acc, gp, xp, oo, c, r, off, dw, nk, Q)
                             k += nk
-                o += 2 if two else 1
+                o += group
 
 
 @njit(parallel=True, cache=True)
