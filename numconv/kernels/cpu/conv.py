@@ -22,8 +22,9 @@ The other forms:
   images side by side, Wp = images * (pl + W + pr)), output pixel (r, ow) of a block of rows is
   flat position q = r*Wp + ow and tap (m, k) reads flat position q + m*dh*Wp + k*dw. So each tap
   adds w[o, c, m, k] times one contiguous run of the input to one contiguous run of
-  accumulators: a long loop the compiler vectorises, with no im2col at all. The KW - 1 positions
-  at the end of each image's row are computed and dropped (the price of the long runs).
+  accumulators: a long loop the compiler vectorises, with no im2col at all. The positions past
+  OW in each image's row (at most KW - 1: the zeros between images serve as one's right padding
+  and the next one's left, see _pitch) are computed and dropped (the price of the long runs).
 - taps (stride 1, more output channels and at least CPU_TAPS_MIN_CHANNELS input channels per
   group: ResNet's, VGG's and AlexNet's layers): the direct form's flat layout, but each tap is one
   BLAS product, W[:, :, m, k] (Og, Cg) @ xp[:, off:off + Q] (Cg, Q), accumulated in place. The
