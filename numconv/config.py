@@ -23,6 +23,26 @@ CPU_TILE_MAX_COLS = 4096
 # taps still need stride 1). Each direct
 # task's accumulators take at most DIRECT_ACC_BYTES.
 CPU_CONV_KERNEL = "auto"
+# The register-blocked forward pass (numconv.kernels.cpu.blocked: output channels in the vector
+# lanes, the sums of a 5x2 block of pixels in registers). "auto" runs it in float32 (float64 ran
+# at 0.6x the direct kernel's speed) where it measured faster, A/B in one process on 2 cores:
+# - stride-1 layers that would run the direct kernel, with a multiple of 16 output channels a
+#   group and at least BLOCKED_MIN_TAPS taps (Cg*KH*KW) an output: LeNet-5's C3 (150 taps)
+#   1.4-1.5x, 6 -> 32 and 6 -> 48 maps 1.6x and 2.6x, CIFAR ResNet's 32 -> 32 1.6x (but its
+#   16 -> 16, 144 taps, 1.0x, and 3 -> 16, 27 taps, 0.6x);
+# - strided layers larger than 1x1 whose lanes are at least three-quarters used, instead of
+#   im2col: AlexNet's conv1 1.35x, ResNet's stem 1.65x, 3x3 stride-2 layers 1.1-2.3x (a 1x1
+#   stride-2 256 -> 512 ran 0.86x and stays im2col).
+# Its weight gradient (a block of 5 x 2 taps of one input channel, LANES output channels wide)
+# runs, under "auto", in float32 for one group, kernels of at least 5 x 2 and lanes at least
+# three-quarters used: LeNet-5's C3 1.5x, AlexNet's conv1 1.2-1.3x and conv2 1.06-1.1x, ResNet's
+# stem 1.1x, GoogLeNet's 5x5 layers 1.15-1.26x (LeNet-5's C1, 6 maps, 0.37x: excluded).
+# "blocked" forces it for every forward pass whose output has at least 5 columns and 2 rows (one
+# block), every weight gradient of such a kernel and the stride-1 input gradients.
+CPU_BLOCKED_MIN_TAPS = 128
+# Each blocked task copies the padded input rows it reads, at most about this many bytes (more
+# row blocks where an image's would not fit: VGG's 64 maps of 224x224).
+CPU_BLOCKED_INPUT_BYTES = 256 * 1024
 CPU_DIRECT_MAX_CHANNELS = 32
 CPU_DIRECT_FEW_TAPS = 64
 CPU_DIRECT_ACC_BYTES = 128 * 1024

@@ -40,14 +40,15 @@ def assert_bitwise_equal(a, b, err_msg=""):
 
 # ------------------------------------------------------------------------------------ convolution
 
-CONV_KERNELS = ("auto", "im2col", "direct", "taps")
+CONV_KERNELS = ("auto", "im2col", "direct", "taps", "blocked")
 
 
 @contextlib.contextmanager
 def conv_kernel(method):
     """Set the CPU convolution kernels ('auto' picks by shape; 'im2col', 'direct' or 'taps'
-    force one, and direct and taps need stride 1, so a strided layer still runs im2col) for the
-    block."""
+    force one, and direct and taps need stride 1, so a strided layer still runs im2col;
+    'blocked' forces the register-blocked forward pass and input gradient wherever the output
+    holds a 5x2 block, and its weight gradient for kernels of 5x2 taps or more) for the block."""
     saved = config.CPU_CONV_KERNEL
     config.CPU_CONV_KERNEL = method
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import numconv as nc
-from kernel_helpers import FLOATS, ConvCase, assert_bitwise_equal, conv_kernel
+from kernel_helpers import FLOATS, ConvCase, assert_bitwise_equal, assert_close, conv_kernel
 
 # ----------------------------------------------------------------------------- what is exercised
 # Each entry maps an op name to a function of a dict of inputs returning its outputs (a tuple), so
@@ -104,6 +104,8 @@ OPS.update({
 })
 OPS.update({f"{op}_{kernel}": _forced(op, kernel) for kernel in ("im2col", "taps")
             for op in ("conv2d", "conv2d_dx", "conv2d_dw", "conv1d", "conv1d_wide")})
+OPS.update({f"{op}_blocked": _forced(op, "blocked")
+            for op in ("conv2d", "conv2d_dx", "conv2d_strided_grouped", "convolve2d")})
 
 
 def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
@@ -130,6 +132,78 @@ def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
     x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
     with pytest.raises(ValueError, match=r"CPU_CONV_KERNEL is 'fast'.*'auto', 'direct', 'taps'"):
         nc.conv2d(x, w)
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "blocked")      # a forward pass only:
+    assert pick(64, 64, 3, 3, 1, 1, 1) == "taps"                   # the gradients pick as auto
+
+
+def test_blocked_forward_choice_follows_the_shape_dtype_and_setting(monkeypatch):
+    from numconv import config
+    from numconv.kernels.cpu.conv import blocked_applies as pick
+    f32, f64 = np.float32, np.float64
+    # (dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW)
+    assert pick(f32, 16, 6, 5, 5, 1, 1, 1, 10, 10)                 # LeNet-5 C3: 150 taps
+    assert not pick(f64, 16, 6, 5, 5, 1, 1, 1, 10, 10)             # float64 stays direct
+    assert not pick(f32, 6, 1, 5, 5, 1, 1, 1, 28, 28)              # C1: 6 maps fill no lanes
+    assert not pick(f32, 16, 3, 3, 3, 1, 1, 1, 32, 32)             # 27 taps
+    assert not pick(f32, 20, 6, 5, 5, 1, 1, 1, 10, 10)             # not a multiple of 16
+    assert not pick(f32, 64, 64, 3, 3, 1, 1, 1, 56, 56)            # ResNet: the taps kernel
+    assert pick(f32, 96, 3, 11, 11, 4, 4, 1, 55, 55)               # AlexNet conv1 (stride 4)
+    assert pick(f32, 64, 3, 7, 7, 2, 2, 1, 112, 112)               # ResNet's stem
+    assert pick(f32, 24, 3, 3, 3, 2, 2, 1, 16, 16)                 # 24 of 32 lanes used
+    assert not pick(f32, 20, 3, 3, 3, 2, 2, 1, 16, 16)             # 20 of 32: im2col
+    assert not pick(f32, 512, 256, 1, 1, 2, 2, 1, 14, 14)          # 1x1: im2col's product
+    assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 10, 4)              # narrower than a block
+    assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 1, 10)              # one row
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "blocked")
+    assert pick(f64, 6, 1, 5, 5, 1, 1, 1, 28, 28)
+    assert not pick(f64, 6, 1, 5, 5, 1, 1, 1, 28, 4)
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "direct")
+    assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 10, 10)
+
+
+def test_blocked_weight_gradient_choice_follows_the_shape_dtype_and_setting(monkeypatch):
+    from numconv import config
+    from numconv.kernels.cpu.conv import blocked_weight_applies as pick
+    f32, f64 = np.float32, np.float64
+    # (dtype, O, Cg, KH, KW, sh, sw, groups)
+    assert pick(f32, 16, 6, 5, 5, 1, 1, 1)                         # LeNet-5 C3
+    assert pick(f32, 96, 3, 11, 11, 4, 4, 1)                       # AlexNet conv1
+    assert pick(f32, 256, 96, 5, 5, 1, 1, 1)                       # AlexNet conv2
+    assert not pick(f32, 6, 1, 5, 5, 1, 1, 1)                      # C1: 6 of 16 lanes
+    assert not pick(f64, 16, 6, 5, 5, 1, 1, 1)
+    assert not pick(f32, 64, 64, 3, 3, 1, 1, 1)                    # 3 taps a row: no block
+    assert not pick(f32, 32, 8, 5, 5, 1, 1, 2)                     # groups
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "blocked")
+    assert pick(f64, 6, 1, 5, 5, 1, 1, 1) and not pick(f64, 6, 1, 5, 4, 1, 1, 1)
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "taps")
+    assert not pick(f32, 16, 6, 5, 5, 1, 1, 1)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_blocked_weight_gradient_over_segments_is_thread_count_independent(
+        dtype, monkeypatch, restore_threads):
+    """The blocked weight gradient with the batch cut into several segments (small
+    CPU_BLOCKED_INPUT_BYTES), a partial lane block (20 maps), blocks of taps moved back (a 5x6
+    kernel, 7 rows) and padding, strides and dilation: bit-identical with 1 and 2 threads, equal
+    to the reference."""
+    monkeypatch.setattr(nc.config, "CPU_BLOCKED_INPUT_BYTES", 4096)
+    rng = np.random.default_rng(9)
+    cases = [((9, 6, 14, 14), (16, 6, 5, 5), {}),
+             ((5, 3, 17, 19), (20, 3, 7, 6), dict(padding=(2, 1), stride=(1, 2), dilation=(2, 1)))]
+    for x_shape, w_shape, kw in cases:
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        dy = rng.standard_normal(nc.conv2d(x, w, **kw).shape).astype(dtype)
+        out = {}
+        with conv_kernel("blocked"):
+            for n in (1, 2):
+                numba.set_num_threads(n)
+                out[n] = nc.conv2d_backward_weight(dy, x, w_shape[2:], **kw)
+        assert_bitwise_equal(out[1], out[2])
+        want = nc.conv2d_backward_weight(dy.astype(np.float64), x.astype(np.float64),
+                                         w_shape[2:], **kw, device="reference")
+        assert_close(out[1], want, dtype, factor=10 if dtype == np.float32 else 1)
 
 
 def test_input_gradient_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
@@ -177,6 +251,33 @@ def test_direct_kernels_with_images_side_by_side_are_thread_count_independent(re
                   nc.conv2d_backward_bias(dy[:, :3]))       # 3 maps: 3 segments of images
     for a, b in zip(out[1], out[2]):
         assert_bitwise_equal(a, b)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_blocked_kernel_over_row_blocks_and_partial_lanes_is_thread_count_independent(
+        dtype, restore_threads):
+    """The register-blocked forward pass where it cuts images into several row blocks (a batch of
+    one and of three: at least CPU_MIN_TASKS tasks), moves its last blocks back (12 columns, 9
+    rows in blocks of 5 by 2) and fills 20 maps into two blocks of 16 lanes, strided and grouped
+    too: bit-identical with 1 and 2 threads, and equal to the reference."""
+    rng = np.random.default_rng(8)
+    cases = [((1, 6, 13, 16), (20, 6, 5, 5), dict(padding=(0, 0))),
+             ((3, 4, 11, 14), (32, 2, 3, 3), dict(padding=(1, 0), groups=2)),
+             ((2, 3, 23, 27), (24, 3, 5, 5), dict(stride=2, padding=2, dilation=(1, 2)))]
+    for x_shape, w_shape, kw in cases:
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        out = {}
+        with conv_kernel("blocked"):
+            for n in (1, 2):
+                numba.set_num_threads(n)
+                out[n] = nc.conv2d(x, w, b, **kw)
+        assert_bitwise_equal(out[1], out[2])
+        want = nc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                         **kw, device="reference")
+        assert_close(out[1], want, dtype)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")

@@ -1,0 +1,308 @@
+"""The register-blocked convolution: output channels in the vector lanes.
+
+The direct kernels of numconv.kernels.cpu.conv vectorise along a run of output positions: each
+tap reads a shifted, unaligned run of the input and adds it to a run of accumulators in memory,
+so every multiply-add costs a load of the input, and the accumulators a load and a store every
+few taps; that holds LeNet-5's C3 near 40 % of the core's peak. Here the vector runs along LANES
+output channels instead. A block of COLS x ROWS output pixels keeps its LANES-wide sums in
+registers for the whole sum over (c, m, k); each tap is one load of that tap's weights for the
+lanes, then, per pixel, one input value broadcast across them and one fused multiply-add (the
+form of oneDNN's direct kernels).
+
+- Weights are laid out (G, OB, Cg*KH*KW, LANES): OB = ceil(Og / LANES) blocks of output channels,
+  zero past Og, so each tap's lane weights are one contiguous load; the bias (G, OB, LANES).
+- A task reads x in place where no read falls in the padding (LeNet-5's C3), otherwise a
+  zero-padded copy of the input rows it needs, so the inner loop has no bounds tests. A block
+  that would run past the last output column (or the task's last row) is moved back to end
+  there: it recomputes a few of its neighbour's pixels, in the same task, with the same sums, so
+  nothing differs and nothing outside the input is read.
+- Each output is its bias plus the sum over (c, m, k) in that order, each multiply-add fused
+  (fastmath 'contract', no reassociation): the same bits whatever the blocking or the thread
+  count. Tasks own whole (image, group, rows) blocks: no shared writes.
+
+The sums stay in registers only if LLVM vectorises the unrolled lane loop, the SLP vectoriser's
+job, which Numba leaves off by default (numba.config.SLP_VECTORIZE). `slp_vectorized()` turns it
+on while these kernels compile (around every call: a first call compiles); from the disk cache
+they load already vectorised. Compiled without it the kernel is scalar and about 20x slower.
+"""
+import contextlib
+
+import llvmlite.ir as llvm_ir
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.numpy_support import carray
+
+# The kernel below is written out for these: a block of 5 x 2 pixels, 16 lanes each (10 of the 32
+# vector registers hold float32 sums, 20 hold float64 ones), one lane block's weights per tap.
+LANES = 16
+COLS = 5
+ROWS = 2
+PIXELS = COLS * ROWS
+SUMS = PIXELS * LANES             # (a literal for _stack_buffer)
+
+
+@contextlib.contextmanager
+def slp_vectorized():
+    """Numba's SLP vectoriser on inside the block (for the kernels it compiles), as it was after."""
+    saved = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = saved
+
+
+@intrinsic
+def _stack_buffer(typingctx, size, dtype):
+    """A pointer to `size` (a literal) elements of `dtype` on the stack of the calling function:
+    memory that LLVM knows nothing else can reach, so it may keep it in registers."""
+    if not isinstance(size, types.IntegerLiteral) or not isinstance(dtype, types.DType):
+        return None
+    n, elem = size.literal_value, dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        ty = context.get_value_type(elem)
+        buf = cgutils.alloca_once(builder, llvm_ir.ArrayType(ty, n))
+        return builder.bitcast(buf, ty.as_pointer())
+
+    return types.CPointer(elem)(size, dtype), codegen
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def _lanes_fma(acc, i, xv, wr):
+    """acc[i, :] += xv * wr[:], over the LANES output channels of pixel i of the block."""
+    for o in range(LANES):
+        acc[i, o] += xv * wr[o]
+
+
+@njit(cache=True)
+def _input_rows(x, n, c0, Cg, ih0, hin, pl, width):
+    """xb[0, c, i, j] = x[n, c0 + c, ih0 + i, j - pl], zero outside x: the (1, Cg, hin, width)
+    block of the padded input that one task reads."""
+    H, W = x.shape[2], x.shape[3]
+    xb = np.zeros((1, Cg, hin, width), dtype=x.dtype)
+    j1 = min(W, width - pl)
+    for c in range(Cg):
+        for i in range(max(0, -ih0), min(hin, H - ih0)):
+            xb[0, c, i, pl:pl + j1] = x[n, c0 + c, ih0 + i, :j1]
+    return xb
+
+
+@njit(cache=True, fastmath={"contract"})
+def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og):
+    """Output rows [oh0, oh1) of image n, group g (all its lane blocks), reading input row
+    ir0 + (oh - oh0)*sh + m*dh, channel c0 + c of xs[ni] for output row oh and kernel row m."""
+    OH, OW = y.shape[2], y.shape[3]
+    OB = wt.shape[1]
+    Cg = wt.shape[2] // (KH * KW)
+    acc = carray(_stack_buffer(SUMS, y.dtype), (PIXELS, LANES))
+    for ob in range(OB):
+        lanes = min(LANES, Og - ob * LANES)
+        wg = wt[g, ob]
+        bg = bt[g, ob]
+        for ohb in range(oh0, oh1, ROWS):
+            oh = min(ohb, oh1 - ROWS)             # the last pair of rows ends at the block's last
+            i0 = ir0 + (oh - oh0) * sh
+            for owb in range(0, OW, COLS):
+                ow0 = min(owb, OW - COLS)         # the last block ends at the last column
+                for i in range(PIXELS):
+                    for o in range(LANES):
+                        acc[i, o] = bg[o]
+                r = 0
+                for c in range(Cg):
+                    plane = xs[ni, c0 + c]
+                    for m in range(KH):
+                        x0 = plane[i0 + m * dh]
+                        x1 = plane[i0 + sh + m * dh]
+                        for k in range(KW):
+                            wr = wg[r + k]
+                            # the block's inputs for tap k as views read at constant indices:
+                            # no index arithmetic per load in the loop
+                            a = x0[ow0 * sw + k * dw::sw]
+                            e = x1[ow0 * sw + k * dw::sw]
+                            _lanes_fma(acc, 0, a[0], wr)
+                            _lanes_fma(acc, 1, a[1], wr)
+                            _lanes_fma(acc, 2, a[2], wr)
+                            _lanes_fma(acc, 3, a[3], wr)
+                            _lanes_fma(acc, 4, a[4], wr)
+                            _lanes_fma(acc, 5, e[0], wr)
+                            _lanes_fma(acc, 6, e[1], wr)
+                            _lanes_fma(acc, 7, e[2], wr)
+                            _lanes_fma(acc, 8, e[3], wr)
+                            _lanes_fma(acc, 9, e[4], wr)
+                        r += KW
+                ch = g * Og + ob * LANES
+                if lanes == LANES:                 # unrolled: sixteen stores a pixel
+                    for i in range(PIXELS):
+                        for o in range(LANES):
+                            y[n, ch + o, oh + i // COLS, ow0 + i % COLS] = acc[i, o]
+                else:
+                    for i in range(PIXELS):
+                        for o in range(lanes):
+                            y[n, ch + o, oh + i // COLS, ow0 + i % COLS] = acc[i, o]
+
+
+@njit(parallel=True, cache=True)
+def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
+    """y (N, O, OH, OW) from x (N, C, H, W), wt (G, OB, Cg*KH*KW, LANES) and the bias bt (G, OB,
+    LANES) (zeros for none). Task t owns image n, group g and the output rows of block t % nblk
+    of nblk balanced ones, each of at least ROWS rows (nblk <= OH // ROWS); OW >= COLS. Where
+    the task's reads lie inside x (no padding) it reads x in place, else a padded copy of its
+    rows."""
+    N, O, OH, OW = y.shape
+    G = wt.shape[0]
+    H, W = x.shape[2], x.shape[3]
+    Cg = x.shape[1] // G
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
+    inside = pt == 0 and pl == 0 and width <= W and (OH - 1) * sh + (KH - 1) * dh < H
+    for t in prange(N * G * nblk):
+        n = t // (G * nblk)
+        g = (t // nblk) % G
+        oh0 = (t % nblk) * OH // nblk
+        oh1 = (t % nblk + 1) * OH // nblk
+        if inside:
+            _row_block(y, x, n, g * Cg, oh0 * sh, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh,
+                       dw, Og)
+        else:
+            xb = _input_rows(x, n, g * Cg, Cg, oh0 * sh - pt,
+                             (oh1 - 1 - oh0) * sh + (KH - 1) * dh + 1, pl, width)
+            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og)
+
+
+def lane_weights(w, b, groups):
+    """w (O, Cg, KH, KW) and b (O,) or None as blocked_forward reads them: (G, OB, Cg*KH*KW,
+    LANES) and (G, OB, LANES), zero past Og."""
+    O, Cg, KH, KW = w.shape
+    Og = O // groups
+    OB = -(-Og // LANES)
+    wt = np.zeros((groups, OB * LANES, Cg * KH * KW), dtype=w.dtype)
+    wt[:, :Og] = w.reshape(groups, Og, Cg * KH * KW)
+    bt = np.zeros((groups, OB * LANES), dtype=w.dtype)
+    if b is not None:
+        bt[:, :Og] = b.reshape(groups, Og)
+    return (np.ascontiguousarray(wt.reshape(groups, OB, LANES, -1).transpose(0, 1, 3, 2)),
+            bt.reshape(groups, OB, LANES))
+
+
+# ------------------------------------------------------------------------------------------
+# Weight gradient: the same blocking with the roles of pixels and taps exchanged
+# ------------------------------------------------------------------------------------------
+# dW[o, c, m, k] = sum over images n and output pixels (oh, ow) of dy[n, o, oh, ow] times
+# x[n, c, oh*sh + m*dh - pt, ow*sw + k*dw - pl]. A block is now COLS x ROWS *taps* (k, m) of one
+# input channel, its sums LANES output channels wide in registers; each output pixel is one load
+# of dy's lanes (dy laid channels last) and, per tap, one input value broadcast and one fused
+# multiply-add. A task sums one segment of images for one channel and one lane block into its
+# own partial; the partials are added in segment order (no shared writes, fixed order).
+
+
+@njit(cache=True)
+def _padded_planes(x, n0, nimg, c, pt, pl, hin, width):
+    """xb[j, 0, i, q] = x[n0 + j, c, i - pt, q - pl], zero outside x: (nimg, 1, hin, width)."""
+    H, W = x.shape[2], x.shape[3]
+    xb = np.zeros((nimg, 1, hin, width), dtype=x.dtype)
+    j1 = min(W, width - pl)
+    for j in range(nimg):
+        for i in range(pt, min(hin, H + pt)):
+            xb[j, 0, i, pl:pl + j1] = x[n0 + j, c, i - pt, :j1]
+    return xb
+
+
+@njit(cache=True, fastmath={"contract"})
+def _weight_block(part, dyt, xs, ni0, cs, n0, nimg, s, ob, c, KH, KW, sh, sw, dh, dw, OH, OW):
+    """part[s, ob, c] (KH, KW, LANES) = the sums over images n0 .. n0 + nimg - 1 (planes
+    xs[ni0 + j, cs], padded) of dy's lanes dyt[ob, n] (OH*OW, LANES) times the input each tap
+    reads."""
+    acc = carray(_stack_buffer(SUMS, dyt.dtype), (PIXELS, LANES))
+    for mb in range(0, KH, ROWS):
+        m0 = min(mb, KH - ROWS)                   # the last pair of kernel rows ends at the last
+        for kb in range(0, KW, COLS):
+            k0 = min(kb, KW - COLS)               # the last block of taps ends at the last
+            for i in range(PIXELS):
+                for o in range(LANES):
+                    acc[i, o] = 0
+            for j in range(nimg):
+                plane = xs[ni0 + j, cs]
+                g = dyt[ob, n0 + j]
+                for oh in range(OH):
+                    x0 = plane[oh * sh + m0 * dh]
+                    x1 = plane[oh * sh + (m0 + 1) * dh]
+                    for ow in range(OW):
+                        gv = g[oh * OW + ow]
+                        a = x0[ow * sw + k0 * dw::dw]
+                        e = x1[ow * sw + k0 * dw::dw]
+                        _lanes_fma(acc, 0, a[0], gv)
+                        _lanes_fma(acc, 1, a[1], gv)
+                        _lanes_fma(acc, 2, a[2], gv)
+                        _lanes_fma(acc, 3, a[3], gv)
+                        _lanes_fma(acc, 4, a[4], gv)
+                        _lanes_fma(acc, 5, e[0], gv)
+                        _lanes_fma(acc, 6, e[1], gv)
+                        _lanes_fma(acc, 7, e[2], gv)
+                        _lanes_fma(acc, 8, e[3], gv)
+                        _lanes_fma(acc, 9, e[4], gv)
+            dst = part[s, ob, c]
+            for i in range(PIXELS):
+                for o in range(LANES):
+                    dst[m0 + i // COLS, k0 + i % COLS, o] = acc[i, o]
+
+
+@njit(parallel=True, cache=True)
+def blocked_weight_partials(part, dyt, x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW):
+    """part (S, OB, C, KH, KW, LANES): segment s's sums over its images (the batch cut into S
+    balanced segments) for each lane block and input channel. dyt (OB, N, OH*OW, LANES) is dy
+    channels last, zero past O; x (N, C, H, W); one group; KH >= ROWS, KW >= COLS."""
+    S, OB, C = part.shape[0], part.shape[1], part.shape[2]
+    N, H, W = x.shape[0], x.shape[2], x.shape[3]
+    hin = (OH - 1) * sh + (KH - 1) * dh + 1
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
+    inside = pt == 0 and pl == 0 and hin <= H and width <= W
+    for t in prange(S * OB * C):
+        s = t // (OB * C)
+        ob = (t // C) % OB
+        c = t % C
+        n0 = s * N // S
+        nimg = (s + 1) * N // S - n0
+        if inside:
+            _weight_block(part, dyt, x, n0, c, n0, nimg, s, ob, c, KH, KW, sh, sw, dh, dw, OH,
+                          OW)
+        else:
+            xb = _padded_planes(x, n0, nimg, c, pt, pl, hin, width)
+            _weight_block(part, dyt, xb, 0, 0, n0, nimg, s, ob, c, KH, KW, sh, sw, dh, dw, OH,
+                          OW)
+
+
+@njit(parallel=True, cache=True)
+def sum_weight_partials(dwt, part):
+    """dwt (O, C, KH, KW) = part summed over its segments, in order."""
+    O, C, KH, KW = dwt.shape
+    S = part.shape[0]
+    for t in prange(O * C):
+        o, c = t // C, t % C
+        ob, lane = o // LANES, o % LANES
+        for m in range(KH):
+            for k in range(KW):
+                acc = part[0, ob, c, m, k, lane]
+                for s in range(1, S):
+                    acc += part[s, ob, c, m, k, lane]
+                dwt[o, c, m, k] = acc
+
+
+@njit(parallel=True, cache=True)
+def lane_rows(dyt, dy):
+    """dyt[ob, n, p, o'] = dy[n, ob*LANES + o', p] (p = oh*OW + ow), zero past O."""
+    N, O, OH, OW = dy.shape
+    OB = dyt.shape[0]
+    for t in prange(N * OB):
+        n, ob = t // OB, t % OB
+        dst = dyt[ob, n]
+        lanes = min(LANES, O - ob * LANES)
+        if lanes < LANES:
+            dst[:, :] = 0
+        for o in range(lanes):
+            src = dy[n, ob * LANES + o]
+            for oh in range(OH):
+                for ow in range(OW):
+                    dst[oh * OW + ow, o] = src[oh, ow]
