@@ -777,3 +777,35 @@ def test_direct_and_taps_pitch_pays_for_two_sided_padding_once():
                 np.testing.assert_allclose(
                     dw, numpy_conv2d_backward_weight(dy, x, (3, 5), one, padding, one, 1),
                     rtol=1e-10, atol=1e-10, err_msg=msg)
+
+
+def _cpu_has_fma():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " fma " in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _cpu_has_fma(), reason="needs an x86-64 CPU with FMA (/proc/cpuinfo)")
+def test_blocked_kernel_compiles_to_packed_fmas_and_restores_the_slp_setting(tmp_path):
+    """The blocked kernel's sums stay in vector registers only when Numba's SLP vectoriser runs
+    as it compiles (blocked.slp_vectorized): compiled fresh (an empty cache) its inner loop has
+    packed fused multiply-adds, and the setting is as it was afterwards."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numba, numpy as np, re\n"
+        "import numconv as nc\n"
+        "from numconv.kernels.cpu import blocked\n"
+        "x = np.ones((1, 6, 14, 14), np.float32); w = np.ones((16, 6, 5, 5), np.float32)\n"
+        "nc.conv2d(x, w)\n"
+        "assert numba.config.SLP_VECTORIZE == 0, numba.config.SLP_VECTORIZE\n"
+        "asm = ''.join(blocked._row_block.inspect_asm().values())\n"
+        "print(len(re.findall(r'vfmadd\\w*ps\\s[^\\n]*[yz]mm', asm)))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) >= 10        # one block's ten packed multiply-adds
