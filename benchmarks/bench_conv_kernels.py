@@ -3,7 +3,7 @@
     python benchmarks/bench_conv_kernels.py [--layers NAME,...] [--kernels K,...] [--rounds N]
                                             [--threads T] [--seed S]
 
-For each layer and each kernel of --kernels (config.CPU_CONV_KERNEL: auto, im2col, direct, taps;
+For each layer and each kernel of --kernels (config.CPU_CONV_KERNEL: auto, im2col, direct, taps, blocked;
 direct and taps need stride 1, every layer here has it) it times the forward pass, the input
 gradient and the weight gradient, each called alone on the same arrays. The kernels take turns
 within every round, so a machine that slows down for a while slows all of them alike; the table
@@ -29,11 +29,14 @@ LAYERS = {
     "vgg-3x3-256": (16, 256, 28, 28, 256, 3, 3, 1),
     "3x3-128": (32, 128, 28, 28, 128, 3, 3, 1),
     "3x3-512-7x7": (32, 512, 7, 7, 512, 3, 3, 1),
+    "3x3-256-14x14": (32, 256, 14, 14, 256, 3, 3, 1),
+    "alexnet-conv3": (64, 256, 13, 13, 384, 3, 3, 1),
+    "3x3-96-56": (32, 96, 56, 56, 96, 3, 3, 1),
     "1x1-256-64": (32, 256, 56, 56, 64, 1, 1, 0),
     "1x1-1024-256": (32, 1024, 14, 14, 256, 1, 1, 0),
     "kim-k4": (50, 300, 1, 60, 100, 1, 4, 0),
 }
-KERNELS = ("auto", "im2col", "direct", "taps")
+KERNELS = ("auto", "im2col", "direct", "taps", "blocked")
 MATCH_TOL = 1e-4
 
 

@@ -147,6 +147,13 @@ def test_blocked_forward_choice_follows_the_shape_dtype_and_setting(monkeypatch)
     assert not pick(f32, 16, 3, 3, 3, 1, 1, 1, 32, 32)             # 27 taps
     assert not pick(f32, 20, 6, 5, 5, 1, 1, 1, 10, 10)             # not a multiple of 16
     assert not pick(f32, 64, 64, 3, 3, 1, 1, 1, 56, 56)            # ResNet: the taps kernel
+    assert pick(f32, 256, 96, 5, 5, 1, 1, 1, 27, 27)               # AlexNet conv2: 96+ maps,
+    assert pick(f32, 96, 256, 5, 5, 1, 1, 1, 27, 27)               # and its input gradient
+    assert pick(f32, 128, 128, 3, 3, 1, 1, 1, 28, 28)              # blocks 0.93 output
+    assert not pick(f32, 384, 256, 3, 3, 1, 1, 1, 13, 13)          # 13x13: 0.80 covered
+    assert not pick(f32, 512, 512, 3, 3, 1, 1, 1, 7, 7)            # 7x7: 0.61
+    assert not pick(f32, 100, 64, 3, 3, 1, 1, 1, 28, 28)           # not a multiple of 16
+    assert not pick(f32, 256, 256, 1, 1, 1, 1, 1, 28, 28)          # 1x1: im2col's product
     assert pick(f32, 96, 3, 11, 11, 4, 4, 1, 55, 55)               # AlexNet conv1 (stride 4)
     assert pick(f32, 64, 3, 7, 7, 2, 2, 1, 112, 112)               # ResNet's stem
     assert pick(f32, 24, 3, 3, 3, 2, 2, 1, 16, 16)                 # 24 of 32 lanes used

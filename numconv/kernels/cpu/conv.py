@@ -1010,8 +1010,12 @@ def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
         return False
     Og = O // groups
     if sh == 1 and sw == 1:
-        return (conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct"
-                and Og % blocked.LANES == 0 and Cg * KH * KW >= config.CPU_BLOCKED_MIN_TAPS)
+        if Og % blocked.LANES or Cg * KH * KW < config.CPU_BLOCKED_MIN_TAPS:
+            return False
+        if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
+            return True
+        return (KH * KW > 1 and Og >= config.CPU_BLOCKED_WIDE_MAPS
+                and blocked_cover(OH, OW) >= config.CPU_BLOCKED_MIN_COVER)
     lanes = -(-Og // blocked.LANES) * blocked.LANES
     return KH * KW > 1 and 4 * Og >= 3 * lanes
 
@@ -1030,7 +1034,16 @@ def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
     nblk = int(max(1, min(nblk, OH // blocked.ROWS)))
     wt, bt = blocked.lane_weights(w, b, groups)
     with blocked.slp_vectorized():
-        blocked.blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, O // groups, nblk)
+        blocked.blocked_forward(y, np.ascontiguousarray(x), wt, bt, KH, KW, sh, sw, pt, pl, dh,
+                                dw, O // groups, nblk)
+
+
+def blocked_cover(OH, OW):
+    """The share of the blocked kernel's work that is output: its blocks of COLS x ROWS pixels
+    cover OH x OW with the last column and row blocks moved back over their neighbours."""
+    cols = -(-OW // blocked.COLS) * blocked.COLS
+    rows = -(-OH // blocked.ROWS) * blocked.ROWS
+    return OH * OW / (cols * rows)
 
 
 def blocked_weight_applies(dtype, O, Cg, KH, KW, sh, sw, groups):
@@ -1062,7 +1075,8 @@ def _blocked_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw):
     blocked.lane_rows(dyt, dy)
     part = np.empty((S, OB, C, KH, KW, blocked.LANES), dtype=dwt.dtype)
     with blocked.slp_vectorized():
-        blocked.blocked_weight_partials(part, dyt, x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW)
+        blocked.blocked_weight_partials(part, dyt, np.ascontiguousarray(x), KH, KW, sh, sw, pt, pl,
+                                        dh, dw, OH, OW)
     blocked.sum_weight_partials(dwt, part)
 
 
