@@ -160,10 +160,16 @@ def test_blocked_forward_choice_follows_the_shape_dtype_and_setting(monkeypatch)
     assert not pick(f32, 20, 3, 3, 3, 2, 2, 1, 16, 16)             # 20 of 32: im2col
     assert not pick(f32, 512, 256, 1, 1, 2, 2, 1, 14, 14)          # 1x1: im2col's product
     assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 10, 4)              # narrower than a block
-    assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 1, 10)              # one row
+    assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 1, 9)               # one row: under a block
+    assert pick(f32, 100, 300, 1, 4, 1, 1, 1, 1, 57)               # Kim's conv1d, 1 row
+    assert pick(f32, 300, 100, 1, 4, 1, 1, 1, 1, 60)               # and its input gradient
+    assert not pick(f32, 100, 20, 1, 5, 1, 1, 1, 1, 56)            # 100 taps
+    assert not pick(f32, 20, 300, 1, 4, 1, 1, 1, 1, 57)            # 20 of 32 lanes
+    assert not pick(f32, 128, 300, 1, 1, 1, 1, 1, 1, 57)           # 1x1: im2col's product
     monkeypatch.setattr(config, "CPU_CONV_KERNEL", "blocked")
     assert pick(f64, 6, 1, 5, 5, 1, 1, 1, 28, 28)
     assert not pick(f64, 6, 1, 5, 5, 1, 1, 1, 28, 4)
+    assert pick(f64, 6, 1, 1, 3, 1, 1, 1, 1, 10) and not pick(f64, 6, 1, 1, 3, 1, 1, 1, 1, 9)
     monkeypatch.setattr(config, "CPU_CONV_KERNEL", "direct")
     assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 10, 10)
 
@@ -285,6 +291,38 @@ def test_blocked_kernel_over_row_blocks_and_partial_lanes_is_thread_count_indepe
         want = nc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                          **kw, device="reference")
         assert_close(out[1], want, dtype)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_blocked_kernel_on_one_row_conv1d_is_thread_count_independent(dtype, restore_threads):
+    """The blocked kernel's one-row form (a conv1d: blocks of 10 along the row) forward and as
+    the input gradient: the last block moved back (23 and 57 outputs), partial lanes (20 and 100
+    maps), padding, stride and dilation, an input that is a transposed view; bit-identical with
+    1 and 2 threads, equal to the reference."""
+    rng = np.random.default_rng(11)
+    cases = [((3, 8, 27), (20, 8, 5), {}),
+             ((2, 30, 60), (100, 30, 4), {}),
+             ((2, 6, 40), (16, 6, 3), dict(padding="same", dilation=2)),
+             ((2, 6, 41), (24, 6, 3), dict(stride=2, padding=1))]
+    for x_shape, w_shape, kw in cases:
+        x = rng.standard_normal((x_shape[0], x_shape[2], x_shape[1])).astype(dtype)
+        x = x.transpose(0, 2, 1)                                      # not contiguous
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        dy = rng.standard_normal(nc.conv1d(x, w, **kw).shape).astype(dtype)
+        out = {}
+        with conv_kernel("blocked"):
+            for n in (1, 2):
+                numba.set_num_threads(n)
+                out[n] = (nc.conv1d(x, w, b, **kw), nc.conv1d_backward_input(dy, w, x.shape, **kw))
+        for a, c in zip(out[1], out[2]):
+            assert_bitwise_equal(a, c)
+        f64 = lambda a: a.astype(np.float64)                          # noqa: E731
+        want = (nc.conv1d(f64(x), f64(w), f64(b), **kw, device="reference"),
+                nc.conv1d_backward_input(f64(dy), f64(w), x.shape, **kw, device="reference"))
+        for got, ref in zip(out[1], want):
+            assert_close(got, ref, dtype)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")

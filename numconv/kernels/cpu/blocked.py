@@ -4,10 +4,12 @@ The direct kernels of numconv.kernels.cpu.conv vectorise along a run of output p
 tap reads a shifted, unaligned run of the input and adds it to a run of accumulators in memory,
 so every multiply-add costs a load of the input, and the accumulators a load and a store every
 few taps; that holds LeNet-5's C3 near 40 % of the core's peak. Here the vector runs along LANES
-output channels instead. A block of COLS x ROWS output pixels keeps its LANES-wide sums in
-registers for the whole sum over (c, m, k); each tap is one load of that tap's weights for the
-lanes, then, per pixel, one input value broadcast across them and one fused multiply-add (the
-form of oneDNN's direct kernels).
+output channels instead. A block of COLS x ROWS output pixels (a run of PIXELS in a conv1d's
+one row) keeps its LANES-wide sums in registers for the whole sum over (c, m, k); each tap is
+one load of that tap's weights for the lanes, then, per pixel, one input value broadcast across
+them and one fused multiply-add (the form of oneDNN's direct kernels). The taps are one table of
+flat offsets into the input, indexed unsigned, so the inner loop holds little besides the
+multiply-adds.
 
 - Weights are laid out (G, OB, Cg*KH*KW, LANES): OB = ceil(Og / LANES) blocks of output channels,
   zero past Og, so each tap's lane weights are one contiguous load; the bias (G, OB, LANES).
@@ -108,11 +110,19 @@ def _tap_offsets(xs, Cg, KH, KW, dh, dw):
     return off
 
 
+@njit(cache=True, inline="always")
+def _offset(i, cols, rs, cs):
+    """The flat offset of pixel i of a block cols wide from its first: its rows rs apart in the
+    input, its columns cs."""
+    return np.uint64((i // cols) * rs + (i % cols) * cs)
+
+
 @njit(cache=True, fastmath={"contract"})
-def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og):
+def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, cols):
     """Output rows [oh0, oh1) of image n, group g (all its lane blocks), reading input row
     ir0 + (oh - oh0)*sh + m*dh, channel c0 + c of xs[ni] (C-contiguous) for output row oh and
-    kernel row m."""
+    kernel row m. A block is cols (COLS, or PIXELS where the output has one row: a conv1d)
+    columns by PIXELS // cols rows."""
     OH, OW = y.shape[2], y.shape[3]
     OB = wt.shape[1]
     T = wt.shape[2]
@@ -125,19 +135,21 @@ def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, d
     off = _tap_offsets(xs, Cg, KH, KW, dh, dw)
     sR = xs.shape[3]
     u = np.uint64
-    s1, s2, s3, s4 = u(sw), u(2 * sw), u(3 * sw), u(4 * sw)
-    s5, s6, s7 = u(sh * sR), u(sh * sR + sw), u(sh * sR + 2 * sw)
-    s8, s9 = u(sh * sR + 3 * sw), u(sh * sR + 4 * sw)
+    rs = sh * sR                                  # from one row of the block to the next
+    s1, s2, s3 = _offset(1, cols, rs, sw), _offset(2, cols, rs, sw), _offset(3, cols, rs, sw)
+    s4, s5, s6 = _offset(4, cols, rs, sw), _offset(5, cols, rs, sw), _offset(6, cols, rs, sw)
+    s7, s8, s9 = _offset(7, cols, rs, sw), _offset(8, cols, rs, sw), _offset(9, cols, rs, sw)
+    rows = PIXELS // cols
     acc = carray(_stack_buffer(SUMS, y.dtype), (PIXELS, LANES))
     for ob in range(OB):
         lanes = min(LANES, Og - ob * LANES)
         wg = wt[g, ob]
         bg = bt[g, ob]
-        for ohb in range(oh0, oh1, ROWS):
-            oh = min(ohb, oh1 - ROWS)             # the last pair of rows ends at the block's last
+        for ohb in range(oh0, oh1, rows):
+            oh = min(ohb, oh1 - rows)             # the last rows end at the block's last
             i0 = ir0 + (oh - oh0) * sh
-            for owb in range(0, OW, COLS):
-                ow0 = min(owb, OW - COLS)         # the last block ends at the last column
+            for owb in range(0, OW, cols):
+                ow0 = min(owb, OW - cols)         # the last block ends at the last column
                 for i in range(PIXELS):
                     for o in range(LANES):
                         acc[i, o] = bg[o]
@@ -159,26 +171,27 @@ def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, d
                 if lanes == LANES:                 # unrolled: sixteen stores a pixel
                     for i in range(PIXELS):
                         for o in range(LANES):
-                            y[n, ch + o, oh + i // COLS, ow0 + i % COLS] = acc[i, o]
+                            y[n, ch + o, oh + i // cols, ow0 + i % cols] = acc[i, o]
                 else:
                     for i in range(PIXELS):
                         for o in range(lanes):
-                            y[n, ch + o, oh + i // COLS, ow0 + i % COLS] = acc[i, o]
+                            y[n, ch + o, oh + i // cols, ow0 + i % cols] = acc[i, o]
 
 
 @njit(parallel=True, cache=True)
 def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
     """y (N, O, OH, OW) from x (N, C, H, W), C-contiguous, wt (G, OB, Cg*KH*KW, LANES) and the
-    bias bt (G, OB, LANES) (zeros for none). Task t owns image n, group g and the output rows of block t % nblk
-    of nblk balanced ones, each of at least ROWS rows (nblk <= OH // ROWS); OW >= COLS. Where
-    the task's reads lie inside x (no padding) it reads x in place, else a padded copy of its
-    rows."""
+    bias bt (G, OB, LANES) (zeros for none). Task t owns image n, group g and the output rows of
+    block t % nblk of nblk balanced ones, each of at least ROWS rows (nblk <= OH // ROWS), or the
+    one row of a conv1d; OW >= COLS (>= PIXELS for one row). Where the task's reads lie inside x
+    (no padding) it reads x in place, else a padded copy of its rows."""
     N, O, OH, OW = y.shape
     G = wt.shape[0]
     H, W = x.shape[2], x.shape[3]
     Cg = x.shape[1] // G
     width = (OW - 1) * sw + (KW - 1) * dw + 1
     inside = pt == 0 and pl == 0 and width <= W and (OH - 1) * sh + (KH - 1) * dh < H
+    cols = COLS if OH >= ROWS else PIXELS
     for t in prange(N * G * nblk):
         n = t // (G * nblk)
         g = (t // nblk) % G
@@ -186,11 +199,11 @@ def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
         oh1 = (t % nblk + 1) * OH // nblk
         if inside:
             _row_block(y, x, n, g * Cg, oh0 * sh, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh,
-                       dw, Og)
+                       dw, Og, cols)
         else:
             xb = _input_rows(x, n, g * Cg, Cg, oh0 * sh - pt,
                              (oh1 - 1 - oh0) * sh + (KH - 1) * dh + 1, pl, width)
-            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og)
+            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, cols)
 
 
 def lane_weights(w, b, groups):

@@ -1002,13 +1002,18 @@ def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
     'blocked' wherever its output holds one block of pixels, under 'auto' where it measured
     faster (config.CPU_BLOCKED_MIN_TAPS says where)."""
     mode = _kernel_mode()
-    if OW < blocked.COLS or OH < blocked.ROWS or mode not in ("auto", "blocked"):
+    one_row = OH < blocked.ROWS                 # a conv1d: blocks of PIXELS along the row
+    if OW < (blocked.PIXELS if one_row else blocked.COLS) or mode not in ("auto", "blocked"):
         return False
     if mode == "blocked":
         return True
     if np.dtype(dtype) != np.float32:
         return False
     Og = O // groups
+    lanes = -(-Og // blocked.LANES) * blocked.LANES
+    if one_row:
+        return (KH * KW > 1 and 4 * Og >= 3 * lanes
+                and Cg * KH * KW >= config.CPU_BLOCKED_MIN_TAPS)
     if sh == 1 and sw == 1:
         if Og % blocked.LANES or Cg * KH * KW < config.CPU_BLOCKED_MIN_TAPS:
             return False
@@ -1016,7 +1021,6 @@ def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
             return True
         return (KH * KW > 1 and Og >= config.CPU_BLOCKED_WIDE_MAPS
                 and blocked_cover(OH, OW) >= config.CPU_BLOCKED_MIN_COVER)
-    lanes = -(-Og // blocked.LANES) * blocked.LANES
     return KH * KW > 1 and 4 * Og >= 3 * lanes
 
 
@@ -1310,6 +1314,15 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
     _reduce_partials(dwt.reshape(O, R), part)
 
 
+def _rotated_swapped(w, groups):
+    """w (O, Cg, KH, KW) rotated by 180 degrees, its channel axes swapped within each group:
+    (C, Og, KH, KW), the weights of the input gradient's full correlation."""
+    O, Cg, KH, KW = w.shape
+    Og = O // groups
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].reshape(groups, Og, Cg, KH, KW)
+                                .transpose(0, 2, 1, 3, 4).reshape(Cg * groups, Og, KH, KW))
+
+
 def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
     """dx (N, C, H, W) = the gradient of the loss with respect to x, given dy (N, O, OH, OW)."""
     N, C, H, W = dx.shape
@@ -1322,16 +1335,23 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
         return
     eh, ew = (KH - 1) * dh, (KW - 1) * dw
     kind = input_grad_kernel(C, Og, KH, KW, sh, sw, groups, H, OH, OW, pt, dh, dw)
+    Hp, Wp = OH + eh, OW + ew                  # the padded input: pt + H + pb by pl + W + pr
+    inner = max(pt, Hp - H - pt) <= eh and max(pl, Wp - W - pl) <= ew
+    if (kind == "conv1d" and inner
+            and blocked_applies(dx.dtype, C, Og, KH, KW, 1, 1, groups, H, W)):
+        # the full correlation below in the blocked kernel's one-row form: the Kim CNN's
+        # layers 1.1-1.2x the shifted products
+        _blocked_forward(dx, dy, _rotated_swapped(w, groups), None, 1, 1, eh - pt, ew - pl, dh,
+                         dw, groups)
+        return
     if kind in ("direct", "taps"):
         # The course's identity, computed as it reads: dx is the full correlation of dy with the
         # filter rotated by 180 degrees and its channel axes swapped, i.e. a stride-1 forward
         # pass (the direct or the taps kernel) of dy padded by the kernel's extent less one on
         # every side. It gives the gradient of the padded input; dx is its interior.
-        wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].reshape(groups, Og, Cg, KH, KW)
-                                  .transpose(0, 2, 1, 3, 4).reshape(C, Og, KH, KW))
-        Hp, Wp = OH + eh, OW + ew              # the padded input: pt + H + pb by pl + W + pr
+        wt = _rotated_swapped(w, groups)
         zero = np.zeros(1, dx.dtype)
-        if max(pt, Hp - H - pt) <= eh and max(pl, Wp - W - pl) <= ew:
+        if inner:
             # the usual case, no side padded by more than the kernel's extent: dy padded by the
             # rest of the extent gives dx's own rows and columns, not the padding's
             # (the blocked kernel computes the zero rows of dy's padding that the direct one
