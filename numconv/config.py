@@ -40,10 +40,12 @@ CPU_CONV_KERNEL = "auto"
 # - strided layers larger than 1x1 whose lanes are at least three-quarters used, instead of
 #   im2col: AlexNet's conv1 1.35x, ResNet's stem 1.65x, 3x3 stride-2 layers 1.1-2.3x (a 1x1
 #   stride-2 256 -> 512 ran 0.86x and stays im2col).
-# Its weight gradient (a block of 5 x 2 taps of one input channel, LANES output channels wide)
-# runs, under "auto", in float32 for one group, kernels of at least 5 x 2 and lanes at least
-# three-quarters used: LeNet-5's C3 1.5x, AlexNet's conv1 1.2-1.3x and conv2 1.06-1.1x, ResNet's
-# stem 1.1x, GoogLeNet's 5x5 layers 1.15-1.26x (LeNet-5's C1, 6 maps, 0.37x: excluded).
+# Its weight gradient (a block of 5 x 2 taps of one input channel, or 5 taps of two channels,
+# LANES output channels wide) runs, under "auto", in float32 for one group, kernels at least 5
+# wide and 2 tall or of 2+ input channels, and lanes at least three-quarters used: LeNet-5's C3
+# 1.5x, AlexNet's conv1 1.2-1.3x and conv2 1.06-1.1x (1.4x with the flat tap offsets and channel
+# pairs), ResNet's stem 1.1x, GoogLeNet's 5x5 layers 1.15-1.26x, the Kim CNN's width-5 conv1d
+# 1.6x (LeNet-5's C1, 6 maps, 0.37x: excluded).
 # "blocked" forces it for every forward pass whose output has at least 5 columns and 2 rows (one
 # block), every weight gradient of such a kernel and the stride-1 input gradients.
 CPU_BLOCKED_MIN_TAPS = 128

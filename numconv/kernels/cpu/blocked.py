@@ -206,19 +206,53 @@ def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
             _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, cols)
 
 
-def lane_weights(w, b, groups):
+def lane_weights(w, b, groups, rotated=False):
     """w (O, Cg, KH, KW) and b (O,) or None as blocked_forward reads them: (G, OB, Cg*KH*KW,
-    LANES) and (G, OB, LANES), zero past Og."""
+    LANES) and (G, OB, LANES), zero past Og. With rotated=True, the weights of the input
+    gradient's full correlation instead: w rotated by 180 degrees, its channel axes swapped
+    within each group ((Cg*G, Og, KH, KW); b must be None)."""
     O, Cg, KH, KW = w.shape
     Og = O // groups
-    OB = -(-Og // LANES)
-    wt = np.zeros((groups, OB * LANES, Cg * KH * KW), dtype=w.dtype)
-    wt[:, :Og] = w.reshape(groups, Og, Cg * KH * KW)
+    outs, ins = (Cg, Og) if rotated else (Og, Cg)          # of the correlation computed
+    OB = -(-outs // LANES)
+    wt = np.empty((groups, OB, ins * KH * KW, LANES), dtype=w.dtype)
+    _fill_lanes(wt, np.ascontiguousarray(w), groups, rotated)
     bt = np.zeros((groups, OB * LANES), dtype=w.dtype)
     if b is not None:
         bt[:, :Og] = b.reshape(groups, Og)
-    return (np.ascontiguousarray(wt.reshape(groups, OB, LANES, -1).transpose(0, 1, 3, 2)),
-            bt.reshape(groups, OB, LANES))
+    return wt, bt.reshape(groups, OB, LANES)
+
+
+@njit(parallel=True, cache=True)
+def _fill_lanes(wt, w, groups, rotated):
+    """wt[g, ob, (c*KH + m)*KW + k, lane] = w[g*Og + ob*LANES + lane, c, m, k], or with rotated
+    w[g*Og + c, ob*LANES + lane, KH-1-m, KW-1-k]; zero past the last output channel. One task
+    per lane block; the rotated form in one pass, without numpy's copy of the rotated weights
+    (AlexNet's conv2: 0.55 ms against 0.61)."""
+    O, Cg, KH, KW = w.shape
+    Og = O // groups
+    G, OB, T, _ = wt.shape
+    outs = Cg if rotated else Og
+    for t in prange(G * OB):
+        g, ob = t // OB, t % OB
+        dst = wt[g, ob]
+        for lane in range(LANES):
+            o = ob * LANES + lane
+            if o >= outs:
+                for r in range(T):
+                    dst[r, lane] = 0
+            elif rotated:
+                for c in range(Og):
+                    src = w[g * Og + c, o]
+                    for m in range(KH):
+                        for k in range(KW):
+                            dst[(c * KH + m) * KW + k, lane] = src[KH - 1 - m, KW - 1 - k]
+            else:
+                src = w[g * Og + o]
+                for c in range(Cg):
+                    for m in range(KH):
+                        for k in range(KW):
+                            dst[(c * KH + m) * KW + k, lane] = src[c, m, k]
 
 
 # ------------------------------------------------------------------------------------------
@@ -226,40 +260,50 @@ def lane_weights(w, b, groups):
 # ------------------------------------------------------------------------------------------
 # dW[o, c, m, k] = sum over images n and output pixels (oh, ow) of dy[n, o, oh, ow] times
 # x[n, c, oh*sh + m*dh - pt, ow*sw + k*dw - pl]. A block is now COLS x ROWS *taps* (k, m) of one
-# input channel, its sums LANES output channels wide in registers; each output pixel is one load
-# of dy's lanes (dy laid channels last) and, per tap, one input value broadcast and one fused
-# multiply-add. A task sums one segment of images for one channel and one lane block into its
-# own partial; the partials are added in segment order (no shared writes, fixed order).
+# input channel, or, for a kernel of odd height (where pairs of kernel rows would recompute one
+# row of every channel), COLS taps of one kernel row of two channels (AlexNet's conv2 1.2x, the
+# Kim CNN's width-5 conv1d 1.6x). Its sums are LANES output channels wide, in registers; each
+# output pixel is one load of dy's lanes (dy laid channels last) and, per tap, one input value
+# broadcast and one fused multiply-add. A task sums one segment of images for one channel (or
+# pair) and one lane block into its own partial; the partials are added in segment order (no
+# shared writes, fixed order).
 
 
 @njit(cache=True)
-def _padded_planes(x, n0, nimg, c, pt, pl, hin, width):
-    """xb[j, 0, i, q] = x[n0 + j, c, i - pt, q - pl], zero outside x: (nimg, 1, hin, width)."""
+def _padded_planes(x, n0, nimg, c, nch, pt, pl, hin, width):
+    """xb[j, e, i, q] = x[n0 + j, c + e, i - pt, q - pl], zero outside x: (nimg, nch, hin,
+    width)."""
     H, W = x.shape[2], x.shape[3]
-    xb = np.zeros((nimg, 1, hin, width), dtype=x.dtype)
+    xb = np.zeros((nimg, nch, hin, width), dtype=x.dtype)
     j1 = min(W, width - pl)
     for j in range(nimg):
-        for i in range(pt, min(hin, H + pt)):
-            xb[j, 0, i, pl:pl + j1] = x[n0 + j, c, i - pt, :j1]
+        for e in range(nch):
+            for i in range(pt, min(hin, H + pt)):
+                xb[j, e, i, pl:pl + j1] = x[n0 + j, c + e, i - pt, :j1]
     return xb
 
 
 @njit(cache=True, fastmath={"contract"})
-def _weight_block(part, dyt, xs, ni0, cs, n0, nimg, s, ob, c, KH, KW, sh, sw, dh, dw, OH, OW):
+def _weight_block(part, dyt, xs, ni0, cs, n0, nimg, s, ob, c, cstore, KH, KW, sh, sw, dh, dw,
+                  OH, OW, pairs):
     """part[s, ob, c] (KH, KW, LANES) = the sums over images n0 .. n0 + nimg - 1 (planes
     xs[ni0 + j, cs], padded, xs C-contiguous) of dy's lanes dyt[ob, n] (OH*OW, LANES) times the
-    input each tap reads."""
+    input each tap reads. A block is COLS taps of a kernel row by ROWS kernel rows of channel c;
+    with `pairs`, COLS taps of one kernel row of channels c and c + 1 (planes cs and cs + 1; the
+    blocks of a kernel of odd height, all used), storing channels cstore and up."""
     # As in _row_block: flat, unsigned indices, each pixel's ten reads at fixed distances.
     xf = xs.reshape(-1)
     W = xs.shape[3]
+    rs = xs.shape[2] * W if pairs else dh * W     # from the block's first row of taps to its second
     u = np.uint64
     t1, t2, t3, t4 = u(dw), u(2 * dw), u(3 * dw), u(4 * dw)
-    t5, t6, t7 = u(dh * W), u(dh * W + dw), u(dh * W + 2 * dw)
-    t8, t9 = u(dh * W + 3 * dw), u(dh * W + 4 * dw)
+    t5, t6, t7 = u(rs), u(rs + dw), u(rs + 2 * dw)
+    t8, t9 = u(rs + 3 * dw), u(rs + 4 * dw)
     step, one = u(sw), u(1)
+    mstep = 1 if pairs else ROWS
     acc = carray(_stack_buffer(SUMS, dyt.dtype), (PIXELS, LANES))
-    for mb in range(0, KH, ROWS):
-        m0 = min(mb, KH - ROWS)                   # the last pair of kernel rows ends at the last
+    for mb in range(0, KH, mstep):
+        m0 = min(mb, KH - mstep)                  # the last rows of taps end at the last
         for kb in range(0, KW, COLS):
             k0 = min(kb, KW - COLS)               # the last block of taps ends at the last
             for i in range(PIXELS):
@@ -284,35 +328,48 @@ def _weight_block(part, dyt, xs, ni0, cs, n0, nimg, s, ob, c, KH, KW, sh, sw, dh
                         _tap_fma(acc, 9, xf[q + t9], g, pix)
                         q += step
                         pix += one
-            dst = part[s, ob, c]
-            for i in range(PIXELS):
-                for o in range(LANES):
-                    dst[m0 + i // COLS, k0 + i % COLS, o] = acc[i, o]
+            if pairs:
+                for i in range(PIXELS):
+                    if c + i // COLS >= cstore:
+                        for o in range(LANES):
+                            part[s, ob, c + i // COLS, m0, k0 + i % COLS, o] = acc[i, o]
+            else:
+                for i in range(PIXELS):
+                    for o in range(LANES):
+                        part[s, ob, c, m0 + i // COLS, k0 + i % COLS, o] = acc[i, o]
 
 
 @njit(parallel=True, cache=True)
 def blocked_weight_partials(part, dyt, x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW):
     """part (S, OB, C, KH, KW, LANES): segment s's sums over its images (the batch cut into S
     balanced segments) for each lane block and input channel. dyt (OB, N, OH*OW, LANES) is dy
-    channels last, zero past O; x (N, C, H, W); one group; KH >= ROWS, KW >= COLS."""
+    channels last, zero past O; x (N, C, H, W), C-contiguous; one group; KW >= COLS, and
+    KH >= ROWS or C >= 2. A kernel of odd height (with 2+ channels) runs in blocks of channel
+    pairs, one task a pair (the last of an odd count moved back over its neighbour, storing only
+    its own channel); else a task a channel."""
     S, OB, C = part.shape[0], part.shape[1], part.shape[2]
     N, H, W = x.shape[0], x.shape[2], x.shape[3]
     hin = (OH - 1) * sh + (KH - 1) * dh + 1
     width = (OW - 1) * sw + (KW - 1) * dw + 1
     inside = pt == 0 and pl == 0 and hin <= H and width <= W
-    for t in prange(S * OB * C):
-        s = t // (OB * C)
-        ob = (t // C) % OB
-        c = t % C
+    pairs = KH % ROWS != 0 and C >= 2
+    CP = (C + 1) // 2 if pairs else C
+    nch = 2 if pairs else 1
+    for t in prange(S * OB * CP):
+        s = t // (OB * CP)
+        ob = (t // CP) % OB
+        cp = t % CP
+        c = min(2 * cp, C - 2) if pairs else cp
+        cstore = 2 * cp if pairs else cp
         n0 = s * N // S
         nimg = (s + 1) * N // S - n0
         if inside:
-            _weight_block(part, dyt, x, n0, c, n0, nimg, s, ob, c, KH, KW, sh, sw, dh, dw, OH,
-                          OW)
+            _weight_block(part, dyt, x, n0, c, n0, nimg, s, ob, c, cstore, KH, KW, sh, sw, dh, dw,
+                          OH, OW, pairs)
         else:
-            xb = _padded_planes(x, n0, nimg, c, pt, pl, hin, width)
-            _weight_block(part, dyt, xb, 0, 0, n0, nimg, s, ob, c, KH, KW, sh, sw, dh, dw, OH,
-                          OW)
+            xb = _padded_planes(x, n0, nimg, c, nch, pt, pl, hin, width)
+            _weight_block(part, dyt, xb, 0, 0, n0, nimg, s, ob, c, cstore, KH, KW, sh, sw, dh,
+                          dw, OH, OW, pairs)
 
 
 @njit(parallel=True, cache=True)

@@ -1024,19 +1024,21 @@ def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
     return KH * KW > 1 and 4 * Og >= 3 * lanes
 
 
-def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
+def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
     """The register-blocked forward pass of x with w (and b, or None) into y: row blocks enough
     for CPU_MIN_TASKS tasks and for each task's copy of its input rows to stay within
-    CPU_BLOCKED_INPUT_BYTES, each of at least two output rows."""
+    CPU_BLOCKED_INPUT_BYTES, each of at least two output rows. With rotated=True, with the
+    weights of the input gradient of a layer of weights w (blocked.lane_weights)."""
     N, O, OH, OW = y.shape
-    _, Cg, KH, KW = w.shape
+    KH, KW = w.shape[2], w.shape[3]
+    Cg = x.shape[1] // groups
     width = (OW - 1) * sw + (KW - 1) * dw + 1
     row_bytes = Cg * width * x.itemsize * sh
     fit = max(1, (config.CPU_BLOCKED_INPUT_BYTES - Cg * width * x.itemsize * (KH - 1) * dh)
               // max(1, row_bytes))
     nblk = max(-(-config.CPU_MIN_TASKS // (N * groups)), -(-OH // fit))
     nblk = int(max(1, min(nblk, OH // blocked.ROWS)))
-    wt, bt = blocked.lane_weights(w, b, groups)
+    wt, bt = blocked.lane_weights(w, b, groups, rotated)
     with blocked.slp_vectorized():
         blocked.blocked_forward(y, np.ascontiguousarray(x), wt, bt, KH, KW, sh, sw, pt, pl, dh,
                                 dw, O // groups, nblk)
@@ -1051,12 +1053,14 @@ def blocked_cover(OH, OW):
 
 
 def blocked_weight_applies(dtype, O, Cg, KH, KW, sh, sw, groups):
-    """Whether a weight gradient of this shape runs the register-blocked kernel: one group and a
-    kernel of at least ROWS x COLS taps (a block); under 'blocked' always, under 'auto' in
-    float32 where at least three-quarters of the lanes hold output channels (see
-    config.CPU_BLOCKED_MIN_TAPS for what was measured)."""
+    """Whether a weight gradient of this shape runs the register-blocked kernel: one group, a
+    kernel at least COLS wide and either ROWS tall or of two or more input channels (a block of
+    taps: COLS x ROWS of a channel, or COLS of a kernel row of two channels); under 'blocked'
+    always, under 'auto' in float32 where at least three-quarters of the lanes hold output
+    channels (see config.CPU_BLOCKED_MIN_TAPS for what was measured)."""
     mode = _kernel_mode()
-    if groups != 1 or KW < blocked.COLS or KH < blocked.ROWS or mode not in ("auto", "blocked"):
+    if (groups != 1 or KW < blocked.COLS or (KH < blocked.ROWS and Cg < 2)
+            or mode not in ("auto", "blocked")):
         return False
     if mode == "blocked":
         return True
@@ -1337,36 +1341,33 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
     kind = input_grad_kernel(C, Og, KH, KW, sh, sw, groups, H, OH, OW, pt, dh, dw)
     Hp, Wp = OH + eh, OW + ew                  # the padded input: pt + H + pb by pl + W + pr
     inner = max(pt, Hp - H - pt) <= eh and max(pl, Wp - W - pl) <= ew
-    if (kind == "conv1d" and inner
-            and blocked_applies(dx.dtype, C, Og, KH, KW, 1, 1, groups, H, W)):
-        # the full correlation below in the blocked kernel's one-row form: the Kim CNN's
-        # layers 1.1-1.2x the shifted products
-        _blocked_forward(dx, dy, _rotated_swapped(w, groups), None, 1, 1, eh - pt, ew - pl, dh,
-                         dw, groups)
+    if (sh == 1 and sw == 1 and inner
+            and blocked_applies(dx.dtype, C, Og, KH, KW, 1, 1, groups, H, W)
+            and (kind == "conv1d" or config.CPU_CONV_KERNEL == "blocked"
+                 or (2 * (eh - pt) <= eh and 2 * (ew - pl) <= ew))):
+        # The full correlation below, in the blocked kernel, over dx's own rows and columns.
+        # It computes the zero rows of dy's padding that the direct kernel skips: under 'auto'
+        # it runs where the padding is at most half the extent ('same' 3x3 and 5x5 layers:
+        # CIFAR ResNet's 32 -> 32 1.25x the direct kernel, AlexNet's conv2 1.1x im2col, where
+        # LeNet-5's 16 -> 16 5x5 'valid' ran 0.83x) and on conv1d layers in its one-row form
+        # (the Kim CNN's 1.1-1.2x the shifted products).
+        _blocked_forward(dx, dy, w, None, 1, 1, eh - pt, ew - pl, dh, dw, groups, rotated=True)
         return
     if kind in ("direct", "taps"):
         # The course's identity, computed as it reads: dx is the full correlation of dy with the
         # filter rotated by 180 degrees and its channel axes swapped, i.e. a stride-1 forward
         # pass (the direct or the taps kernel) of dy padded by the kernel's extent less one on
         # every side. It gives the gradient of the padded input; dx is its interior.
-        wt = _rotated_swapped(w, groups)
         zero = np.zeros(1, dx.dtype)
         if inner:
             # the usual case, no side padded by more than the kernel's extent: dy padded by the
             # rest of the extent gives dx's own rows and columns, not the padding's
-            # (the blocked kernel computes the zero rows of dy's padding that the direct one
-            # skips: under 'auto' it runs where the padding is at most half the extent, 'same'
-            # 3x3 and 5x5 layers, 1.25x faster on CIFAR ResNet's 32 -> 32, where LeNet-5's
-            # 16 -> 16 5x5 'valid' ran 0.83x)
-            if (blocked_applies(dx.dtype, C, Og, KH, KW, 1, 1, groups, H, W)
-                    and (config.CPU_CONV_KERNEL == "blocked"
-                         or (2 * (eh - pt) <= eh and 2 * (ew - pl) <= ew))):
-                _blocked_forward(dx, dy, wt, None, 1, 1, eh - pt, ew - pl, dh, dw, groups)
-                return
-            _stride1_forward(kind, dx, dy, wt, zero, False, eh - pt, ew - pl, dh, dw, groups)
+            _stride1_forward(kind, dx, dy, _rotated_swapped(w, groups), zero, False, eh - pt,
+                             ew - pl, dh, dw, groups)
             return
         dxp = np.empty((N, C, Hp, Wp), dtype=dx.dtype)
-        _stride1_forward(kind, dxp, dy, wt, zero, False, eh, ew, dh, dw, groups)
+        _stride1_forward(kind, dxp, dy, _rotated_swapped(w, groups), zero, False, eh, ew, dh, dw,
+                         groups)
         dx[...] = dxp[:, :, pt:pt + H, pl:pl + W]
         return
     if kind == "conv1d":
