@@ -863,3 +863,19 @@ def test_blocked_kernel_compiles_to_packed_fmas_and_restores_the_slp_setting(tmp
     assert out.returncode == 0, out.stderr[-2000:]
     counts = [int(v) for v in out.stdout.split()[-2:]]
     assert min(counts) >= 10, counts                # one block's ten packed multiply-adds
+
+
+def test_cached_geometry_still_rejects_values_equal_to_a_cached_one():
+    """conv_geometry caches what it derived for plain options; True == 1 and (1, True) == (1, 1),
+    so a bool stride must not find stride=1's entry, and an error is raised every time."""
+    x = np.ones((1, 1, 8, 8), np.float32)
+    w = np.ones((2, 1, 3, 3), np.float32)
+    assert nc.conv2d(x, w, stride=1, padding=(1, 1)).shape == (1, 2, 8, 8)
+    assert nc.conv2d(x, w, stride=(1, 1), padding=(1, 1)).shape == (1, 2, 8, 8)
+    for bad in (True, (1, True), (1.0, 1)):
+        with pytest.raises(TypeError, match="stride"):
+            nc.conv2d(x, w, stride=bad, padding=(1, 1))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="groups"):
+            nc.conv2d(x, w, groups=2)
+    assert nc.conv2d(x, w, padding=[1, 1]).shape == (1, 2, 8, 8)    # a list: not cached

@@ -9,7 +9,7 @@ DEVICES = ("cpu", "cuda", "reference")
 
 def kernels_for(device):
     if device == "cpu":
-        return importlib.import_module("numconv.kernels.cpu")
+        return _cpu_kernels()
     if device == "reference":
         return importlib.import_module("numconv.kernels.reference")
     if device == "cuda":
@@ -18,6 +18,11 @@ def kernels_for(device):
             raise RuntimeError(f"device 'cuda' is not available: {reason}; use device='cpu'")
         return importlib.import_module("numconv.kernels.cuda")
     raise ValueError(f"device {device!r} is unknown; use one of {', '.join(DEVICES)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_kernels():
+    return importlib.import_module("numconv.kernels.cpu")
 
 
 def resolve_device(device):

@@ -23,6 +23,7 @@ Backprop through a convolution (what the gradient functions compute):
 - the filter gradient is the correlation of the input with dy;
 - the bias gradient is dy summed over batch and positions.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +83,31 @@ def _check_groups(groups):
 
 
 def conv_geometry(nd, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
-    """Validate shapes and options and derive the output size. Raises ValueError/TypeError."""
+    """Validate shapes and options and derive the output size. Raises ValueError/TypeError.
+    Options of plain ints, strings and tuples of them (what layers pass) are looked up in a
+    cache of the geometries already derived: a training step asks the same few questions."""
+    args = (nd, tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups)
+    if all(_plain(a) for a in args[1:]):
+        return _cached_geometry(*args)
+    return _geometry(*args)
+
+
+def _plain(v):
+    """Whether v is an int, a str or a tuple of such (nested once): a key that compares equal
+    only to a value of the same types (True == 1, but stride=True is an error)."""
+    t = type(v)
+    if t is int or t is str:
+        return True
+    return t is tuple and all(type(e) is int or type(e) is str
+                              or (type(e) is tuple and all(type(f) is int for f in e)) for e in v)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_geometry(nd, x_shape, w_shape, stride, padding, dilation, groups):
+    return _geometry(nd, x_shape, w_shape, stride, padding, dilation, groups)
+
+
+def _geometry(nd, x_shape, w_shape, stride, padding, dilation, groups):
     stride = int_tuple("stride", stride, nd)
     dilation = int_tuple("dilation", dilation, nd)
     groups = _check_groups(groups)

@@ -27,8 +27,6 @@ job, which Numba leaves off by default (numba.config.SLP_VECTORIZE). `slp_vector
 on while these kernels compile (around every call: a first call compiles); from the disk cache
 they load already vectorised. Compiled without it the kernel is scalar and about 20x slower.
 """
-import contextlib
-
 import llvmlite.ir as llvm_ir
 import numba
 import numpy as np
@@ -46,15 +44,23 @@ PIXELS = COLS * ROWS
 SUMS = PIXELS * LANES             # (a literal for _stack_buffer)
 
 
-@contextlib.contextmanager
+class _SlpVectorized:
+    """Numba's SLP vectoriser on inside the block (for the kernels it compiles), as it was after
+    (a plain class: a generator-based context manager cost more than the kernel call itself
+    on a small layer)."""
+
+    def __enter__(self):
+        self.saved = numba.config.SLP_VECTORIZE
+        numba.config.SLP_VECTORIZE = 1
+
+    def __exit__(self, *exc):
+        numba.config.SLP_VECTORIZE = self.saved
+        return False
+
+
 def slp_vectorized():
-    """Numba's SLP vectoriser on inside the block (for the kernels it compiles), as it was after."""
-    saved = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        yield
-    finally:
-        numba.config.SLP_VECTORIZE = saved
+    """A context: Numba's SLP vectoriser on inside it, as it was after."""
+    return _SlpVectorized()
 
 
 @intrinsic
@@ -216,26 +222,29 @@ def lane_weights(w, b, groups, rotated=False):
     outs, ins = (Cg, Og) if rotated else (Og, Cg)          # of the correlation computed
     OB = -(-outs // LANES)
     wt = np.empty((groups, OB, ins * KH * KW, LANES), dtype=w.dtype)
-    _fill_lanes(wt, np.ascontiguousarray(w), groups, rotated)
-    bt = np.zeros((groups, OB * LANES), dtype=w.dtype)
-    if b is not None:
-        bt[:, :Og] = b.reshape(groups, Og)
-    return wt, bt.reshape(groups, OB, LANES)
+    bt = np.empty((groups, OB, LANES), dtype=w.dtype)
+    w = np.ascontiguousarray(w)
+    _fill_lanes(wt, bt, w, w[0, 0, 0] if b is None else b, b is not None, groups, rotated)
+    return wt, bt
 
 
-@njit(parallel=True, cache=True)
-def _fill_lanes(wt, w, groups, rotated):
+@njit(cache=True)
+def _fill_lanes(wt, bt, w, b, has_bias, groups, rotated):
     """wt[g, ob, (c*KH + m)*KW + k, lane] = w[g*Og + ob*LANES + lane, c, m, k], or with rotated
-    w[g*Og + c, ob*LANES + lane, KH-1-m, KW-1-k]; zero past the last output channel. One task
-    per lane block; the rotated form in one pass, without numpy's copy of the rotated weights
-    (AlexNet's conv2: 0.55 ms against 0.61)."""
+    w[g*Og + c, ob*LANES + lane, KH-1-m, KW-1-k]; bt[g, ob, lane] = b[g*Og + ob*LANES + lane]
+    (or 0); zero past the last output channel. The rotated form in one pass, without numpy's
+    copy of the rotated weights (AlexNet's conv2: 0.55 ms against 0.61); one call, so that a
+    small layer's costs a few microseconds."""
     O, Cg, KH, KW = w.shape
     Og = O // groups
     G, OB, T, _ = wt.shape
     outs = Cg if rotated else Og
-    for t in prange(G * OB):
+    for t in range(G * OB):
         g, ob = t // OB, t % OB
         dst = wt[g, ob]
+        for lane in range(LANES):
+            o = ob * LANES + lane
+            bt[g, ob, lane] = b[g * Og + o] if has_bias and o < outs else 0
         for lane in range(LANES):
             o = ob * LANES + lane
             if o >= outs:
