@@ -18,6 +18,22 @@ def fail_cleanly():
             from None
 
 
+def check_resume_options(resume_dir, allowed=("resume_dir", "device", "threads")):
+    """--resume continues a run with the configuration it saved (that is what makes it exact):
+    any other option given on the command line would be ignored, so it is an error instead."""
+    if not resume_dir:
+        return
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if p.name not in allowed
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        names = ", ".join(p.opts[0] for p in given)
+        raise click.UsageError(f"--resume continues {resume_dir} with its saved configuration "
+                               f"(config.json), so {names} would be ignored; drop "
+                               f"{'them' if len(given) > 1 else 'it'} (only --device and "
+                               f"--threads may change), or start a new run with --run-dir")
+
+
 def plot_curves(console, run_dir):
     """Training curves into the run directory, when the plotting extra is installed."""
     import os

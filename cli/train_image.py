@@ -3,7 +3,8 @@ nothing cached, on scikit-learn's bundled 8x8 digits, said in one line). --strea
 dataset too large for memory."""
 import click
 
-from cli._common import fail_cleanly, pick_device, plot_curves, run_options
+from cli._common import (check_resume_options, fail_cleanly, pick_device, plot_curves,
+                         run_options)
 
 
 def _int_list(value):
@@ -70,6 +71,7 @@ def train_image(resume_dir, augment, device, **opts):
     from cli._progress import ProgressPrinter
     from numconv.train.image import ImageConfig, train_image as run
 
+    check_resume_options(resume_dir)
     console = Console()
     if device is not None:
         chosen = pick_device(device)

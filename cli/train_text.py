@@ -3,7 +3,8 @@ negation dataset (offline), printed beside a bag-of-words baseline; `--model win
 Collobert et al. (2011)'s window tagger on CoNLL files."""
 import click
 
-from cli._common import fail_cleanly, pick_device, plot_curves, run_options
+from cli._common import (check_resume_options, fail_cleanly, pick_device, plot_curves,
+                         run_options)
 
 
 def _widths(ctx, param, value):
@@ -102,6 +103,7 @@ def _features(ctx, param, value):
 @run_options("vocabulary, metrics", "runs/text")
 def train_text(resume_dir, widths, no_baseline, device, **opts):
     """Train a text CNN and report its test accuracy (or chunk F1)."""
+    check_resume_options(resume_dir)
     from rich.console import Console
 
     from cli._progress import ProgressPrinter

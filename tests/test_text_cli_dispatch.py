@@ -28,3 +28,18 @@ def test_predict_evaluate_export_on_a_text_run(tmp_path):
     from safetensors.numpy import load_file
     tensors = load_file(os.path.join(run, "model.safetensors"))
     assert any("weight" in k for k in tensors)
+
+
+def test_resume_refuses_options_the_saved_configuration_fixes(tmp_path):
+    """train-text --resume continues with the run's config.json: an option that would be ignored
+    (here --epochs and --widths) is an error naming them, before anything is read or written."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    run = str(tmp_path / "run")
+    result = CliRunner().invoke(main, ["train-text", "--resume", run, "--epochs", "2",
+                                       "--widths", "3,4"])
+    assert result.exit_code == 2
+    assert "--epochs" in result.output and "--widths" in result.output
+    assert "would be ignored" in result.output
+    assert not (tmp_path / "run").exists()

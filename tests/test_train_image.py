@@ -246,3 +246,47 @@ def test_cli_crop_and_flip_override_the_recipe(tmp_path):
         return strip_timings([json.loads(line) for line in
                               open(os.path.join(run, "metrics.jsonl"))])
     assert history(runs["plain"]) != history(runs["aug"])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path):
+    """A real SIGINT to a real `numconv train-image` process mid-training: it finishes the step,
+    saves the last checkpoint, says how to continue and exits 0; --resume then carries on from
+    the saved epoch and batch to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = str(tmp_path / "sigint")
+    cmd = [sys.executable, "-m", "cli.main", "train-image", "--dataset", "digits",
+           "--batch-size", "16", "--lr", "0.05", "--limit", "256", "--run-dir", run]
+    proc = subprocess.Popen(cmd + ["--epochs", "500"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    metrics = os.path.join(run, "metrics.jsonl")
+    deadline = time.monotonic() + 300
+    while not os.path.exists(metrics):          # an epoch done: the loop's handler is in place
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-2000:]
+    assert "interrupted" in out and "continue with: numconv train-image --resume" in out
+    assert "Traceback" not in out
+    meta = load_checkpoint(checkpoint_path(run, "last"))[3]
+    done = meta["epoch"]
+    assert 1 <= done < 500
+    # options the saved configuration fixes are refused, not silently ignored
+    result = CliRunner().invoke(main, ["train-image", "--resume", run, "--epochs", "3",
+                                       "--lr", "0.1"])
+    assert result.exit_code != 0 and "--epochs, --lr would be ignored" in result.output
+    # (cut the saved run short so that resuming it finishes quickly)
+    cfg_path = os.path.join(run, "config.json")
+    saved = json.loads(open(cfg_path).read())
+    saved["epochs"] = done + 1
+    open(cfg_path, "w").write(json.dumps(saved))
+    result = CliRunner().invoke(main, ["train-image", "--resume", run, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "test: top-1 error" in result.output
+    lines = open(metrics).read().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, done + 2))

@@ -532,8 +532,11 @@ def _train_one(cfg, data, run_dir, fold=None, callbacks=None, resume=False, stop
     if resume:
         doc = _read_json(run_dir, "config.json")
         device = cfg.device                       # where to run: the caller's (resolved) choice
+        threads = cfg.threads                     # and on how many threads (it changes no result)
         cfg = config_from_doc(doc)
         cfg.device = device
+        if threads is not None:
+            cfg.threads = threads
         cfg.resolve()
         if doc.get("device") != cfg.device:       # config.json: where it trains now
             doc["device"] = cfg.device

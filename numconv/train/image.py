@@ -299,10 +299,13 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
         import json
         with open(saved) as f:
             stored = json.load(f)
+        threads = cfg.threads
         cfg = ImageConfig(**{k: v for k, v in stored.items() if k in ImageConfig.__annotations__})
         cfg.run_dir = run_dir
         if device is not None:   # where to run is the caller's choice; the stored one by default
             cfg.device = device
+        if threads is not None:  # so is the thread count (it changes no result)
+            cfg.threads = threads
         model_state, optim_state, sched_state, meta = load_checkpoint(checkpoint_path(run_dir))
         state = loop.TrainState.from_meta(meta)
     cfg.resolve()
