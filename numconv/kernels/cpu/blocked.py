@@ -80,15 +80,17 @@ def _stack_buffer(typingctx, size, dtype):
 
 
 @njit(cache=True)
-def _input_rows(x, n, c0, Cg, ih0, hin, pl, width):
-    """xb[0, c, i, j] = x[n, c0 + c, ih0 + i, j - pl], zero outside x: the (1, Cg, hin, width)
-    block of the padded input that one task reads."""
+def _padded_block(x, n0, nimg, c0, nch, ih0, hin, pl, width):
+    """xb[j, e, i, q] = x[n0 + j, c0 + e, ih0 + i, q - pl], zero outside x: the (nimg, nch, hin,
+    width) block of the padded input that one task reads (its rows for a forward task, whole
+    planes of a segment of images for a weight-gradient one)."""
     H, W = x.shape[2], x.shape[3]
-    xb = np.zeros((1, Cg, hin, width), dtype=x.dtype)
+    xb = np.zeros((nimg, nch, hin, width), dtype=x.dtype)
     j1 = min(W, width - pl)
-    for c in range(Cg):
-        for i in range(max(0, -ih0), min(hin, H - ih0)):
-            xb[0, c, i, pl:pl + j1] = x[n, c0 + c, ih0 + i, :j1]
+    for j in range(nimg):
+        for e in range(nch):
+            for i in range(max(0, -ih0), min(hin, H - ih0)):
+                xb[j, e, i, pl:pl + j1] = x[n0 + j, c0 + e, ih0 + i, :j1]
     return xb
 
 
@@ -207,8 +209,8 @@ def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
             _row_block(y, x, n, g * Cg, oh0 * sh, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh,
                        dw, Og, cols)
         else:
-            xb = _input_rows(x, n, g * Cg, Cg, oh0 * sh - pt,
-                             (oh1 - 1 - oh0) * sh + (KH - 1) * dh + 1, pl, width)
+            xb = _padded_block(x, n, 1, g * Cg, Cg, oh0 * sh - pt,
+                               (oh1 - 1 - oh0) * sh + (KH - 1) * dh + 1, pl, width)
             _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, cols)
 
 
@@ -276,20 +278,6 @@ def _fill_lanes(wt, bt, w, b, has_bias, groups, rotated):
 # broadcast and one fused multiply-add. A task sums one segment of images for one channel (or
 # pair) and one lane block into its own partial; the partials are added in segment order (no
 # shared writes, fixed order).
-
-
-@njit(cache=True)
-def _padded_planes(x, n0, nimg, c, nch, pt, pl, hin, width):
-    """xb[j, e, i, q] = x[n0 + j, c + e, i - pt, q - pl], zero outside x: (nimg, nch, hin,
-    width)."""
-    H, W = x.shape[2], x.shape[3]
-    xb = np.zeros((nimg, nch, hin, width), dtype=x.dtype)
-    j1 = min(W, width - pl)
-    for j in range(nimg):
-        for e in range(nch):
-            for i in range(pt, min(hin, H + pt)):
-                xb[j, e, i, pl:pl + j1] = x[n0 + j, c + e, i - pt, :j1]
-    return xb
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -376,7 +364,7 @@ def blocked_weight_partials(part, dyt, x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW
             _weight_block(part, dyt, x, n0, c, n0, nimg, s, ob, c, cstore, KH, KW, sh, sw, dh, dw,
                           OH, OW, pairs)
         else:
-            xb = _padded_planes(x, n0, nimg, c, nch, pt, pl, hin, width)
+            xb = _padded_block(x, n0, nimg, c, nch, -pt, hin, pl, width)
             _weight_block(part, dyt, xb, 0, 0, n0, nimg, s, ob, c, cstore, KH, KW, sh, sw, dh,
                           dw, OH, OW, pairs)
 
