@@ -69,7 +69,8 @@ def run_options(what, default_run_dir):
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]),
                      help="Where to train: " + DEVICE_HELP + " Default: cpu; a resumed run keeps "
                           "the device it was trained on."),
-        click.option("--threads", type=int, help="CPU threads (default: all cores)."),
+        click.option("--threads", type=click.IntRange(min=1),
+                     help="CPU threads (default: all cores)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed for everything."),
         click.option("--run-dir", default=default_run_dir, show_default=True,

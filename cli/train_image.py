@@ -16,6 +16,36 @@ def _int_list(value):
         raise click.BadParameter(f"expected comma-separated epochs such as 91,136, got {value!r}")
 
 
+def _check_option_conflicts(augment, opts):
+    """Options that would do nothing with the rest of the command line are errors: momentum and
+    Nesterov with Adam or Adadelta, milestones without the multistep schedule, and --augment where
+    the recipe augments nothing and no --crop-padding or --flip says how."""
+    from numconv.models.recipes import recipe
+    ctx = click.get_current_context()
+
+    def given(name):
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    try:
+        rec = recipe(opts["model"], classic=opts.get("classic") or False)
+    except (KeyError, ValueError):
+        return                                   # an unknown model: the pipeline says so
+    optimizer = opts["optimizer"] or rec.get("optimizer", "sgd")
+    for name in ("momentum", "nesterov"):
+        if given(name) and optimizer != "sgd":
+            raise click.UsageError(f"--{name} applies to SGD only, and the optimiser is "
+                                   f"{optimizer}; drop --{name} or give --optimizer sgd")
+    schedule = opts["schedule"] or rec.get("schedule", "constant")
+    if given("milestones") and schedule != "multistep":
+        raise click.UsageError(f"--milestones applies to the multistep schedule, and the schedule "
+                               f"is {schedule}; drop --milestones or give --schedule multistep")
+    crop = opts["crop_padding"] if opts["crop_padding"] is not None else rec.get("crop_padding")
+    flip = opts["flip"] if opts["flip"] is not None else rec.get("flip")
+    if augment and not crop and not flip:
+        raise click.UsageError(f"--augment keeps the recipe's augmentation, and {opts['model']}'s "
+                               f"recipe has none; say which with --crop-padding N and/or --flip")
+
+
 @click.command("train-image")
 @click.option("--model", default="lenet5", show_default=True,
               help="Architecture: lenet5, smallcnn, alexnet, vgg11/13/16/19, googlenet, "
@@ -51,7 +81,8 @@ def _int_list(value):
 @click.option("--input-size", type=int, help="Square input size (default: the model's).")
 @click.option("--classic", is_flag=True, help="LeNet-5 only: the 1998 tanh/average-pool variant.")
 @click.option("--aux", is_flag=True, help="GoogLeNet only: train the auxiliary classifiers too.")
-@click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Use only the first N training images (quick runs).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
               help="Fraction of training data held out for validation when none is given.")
 @click.option("--stream/--no-stream", default=None,
@@ -72,6 +103,7 @@ def train_image(resume_dir, augment, device, **opts):
     from numconv.train.image import ImageConfig, train_image as run
 
     check_resume_options(resume_dir)
+    _check_option_conflicts(augment, opts)
     console = Console()
     if device is not None:
         chosen = pick_device(device)

@@ -98,7 +98,8 @@ def _features(ctx, param, value):
               help="Training fraction held out for early stopping when there is no dev split.")
 @click.option("--test-fraction", type=float, default=0.1, show_default=True,
               help="Fraction held out for testing when there is no test split (and no --cv).")
-@click.option("--limit", type=int, help="Use only the first N training sentences.")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Use only the first N training sentences.")
 @click.option("--no-baseline", is_flag=True, help="Skip the bag-of-words baseline.")
 @run_options("vocabulary, metrics", "runs/text")
 def train_text(resume_dir, widths, no_baseline, device, **opts):

@@ -6,6 +6,7 @@ cache under tmp_path too.
 """
 import gzip
 import io
+import json
 import struct
 import time
 
@@ -363,7 +364,8 @@ def test_hub_offline_fails_fast_and_falls_back(hf_sandbox):
     assert note == ("Hugging Face offline mode is on and mnist is not cached: training on "
                     "scikit-learn's 8x8 digits instead")
     assert data.name == "digits" and data.image_size == (8, 8)
-    assert data.notes[0].startswith("fell back from mnist")
+    assert data.fallback_reason.startswith("mnist: ")
+    assert not any("mnist" in line for line in data.notes)    # the note is the one line
     assert load_images_or_fallback("digits")[1] is None
 
 
@@ -568,3 +570,21 @@ def test_imagedata_info_is_json_ready():
     assert isinstance(data, ImageData)
     info = json.loads(json.dumps(data.info()))
     assert info["image_size"] == [8, 8] and sum(info["sizes"].values()) == 200
+
+
+def test_train_image_with_no_options_falls_back_in_one_line(hf_sandbox, tmp_path, monkeypatch):
+    """`numconv train-image` as the README's first command runs it (the hub offline, nothing
+    cached): one line says why and names the embedded dataset it trains LeNet-5 on instead."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train-image", "--epochs", "1", "--limit", "128"])
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())               # (the console wraps long lines)
+    note = ("Hugging Face offline mode is on and mnist is not cached: training on "
+            "scikit-learn's 8x8 digits instead")
+    assert words.count(note) == 1 and words.count("mnist") == 1, result.output
+    assert "trained lenet5 on sklearn:load_digits" in words
+    doc = json.loads((tmp_path / "runs" / "latest" / "config.json").read_text())
+    assert doc["dataset_name"] == "digits" and doc["fallback_reason"].startswith("mnist: ")

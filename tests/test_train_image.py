@@ -72,6 +72,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert open(last, "rb").read() == before
 
 
+def test_nan_loss_in_the_first_epoch_leaves_a_reusable_run_directory(tmp_path):
+    """Diverged before its first checkpoint: the directory holds only config.json. A new run
+    may take it over, and --resume says there is nothing to resume rather than a missing file."""
+    with pytest.raises(loop.TrainingDiverged, match="the loss became"):
+        train_image(_cfg(tmp_path, epochs=1, lr=1e12))
+    run = tmp_path / "run"
+    assert (run / "config.json").exists()
+    assert not os.path.exists(checkpoint_path(str(run), "last"))
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        train_image(ImageConfig(run_dir=str(run)), resume=True)
+    summary = train_image(_cfg(tmp_path, epochs=1))
+    assert summary["finished"] and os.path.exists(checkpoint_path(str(run), "last"))
+    assert json.loads((run / "config.json").read_text())["lr"] == QUICK["lr"]
+
+
 def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     train_image(_cfg(tmp_path, epochs=1))
     last = checkpoint_path(str(tmp_path / "run"), "last")
@@ -118,11 +133,19 @@ def test_cli_errors_are_one_line(tmp_path):
         (["--dataset", "digits", "--model", "alexnet", "--input-size", "16"], "too small"),
         (["--dataset", "digits", "--crop-padding", "-1"], "--crop-padding"),
         (["--dataset", "digits", "--no-augment", "--flip"], "--no-augment turns off"),
+        (["--dataset", "digits", "--augment"], "recipe has none"),
+        (["--dataset", "digits", "--optimizer", "adam", "--momentum", "0.5"],
+         "--momentum applies to SGD only"),
+        (["--dataset", "digits", "--model", "smallcnn", "--nesterov"], "optimiser is adam"),
+        (["--dataset", "digits", "--milestones", "3,6"], "--milestones applies to the multistep"),
+        (["--dataset", "digits", "--threads", "0"], "--threads"),
+        (["--dataset", "digits", "--limit", "0"], "--limit"),
     ]:
         result = runner.invoke(main, ["train-image", "--run-dir", str(tmp_path / "r")] + args)
         assert result.exit_code != 0, args
         assert needle in result.output, (args, result.output)
         assert "Traceback" not in result.output
+        assert not (tmp_path / "r").exists(), args           # nothing written half-way
 
 
 def test_cli_train_evaluate_predict_export(tmp_path):
@@ -145,6 +168,11 @@ def test_cli_train_evaluate_predict_export(tmp_path):
     result = runner.invoke(main, ["predict", run, str(img)])
     assert result.exit_code == 0, result.output
     assert str(img) in result.output and "%" in result.output
+    big = tmp_path / "digit-big.png"                  # files of different sizes, one command
+    Image.fromarray((np.eye(16) * 255).astype(np.uint8)).save(big)
+    result = runner.invoke(main, ["predict", run, str(img), str(big)])
+    assert result.exit_code == 0, result.output
+    assert str(img) in result.output and str(big) in result.output
     result = runner.invoke(main, ["export", run])
     assert result.exit_code == 0, result.output
     assert os.path.exists(os.path.join(run, "model.safetensors"))

@@ -84,7 +84,8 @@ class ImageData:
 
     `name` is the dataset's short name ('mnist', 'digits', a folder's name); `source` says what was
     read ('hf:ylecun/mnist', 'sklearn:load_digits', or an absolute path and its format); `notes`
-    are one-line remarks on how the splits were made, for the run's output."""
+    are one-line remarks on how the splits were made, for the run's output; `fallback_reason`, for
+    the digits loaded in place of a hub dataset, why that one could not be (for the record)."""
     train: Split
     val: Split
     test: Split
@@ -94,6 +95,7 @@ class ImageData:
     mean: np.ndarray
     std: np.ndarray
     notes: List[str] = field(default_factory=list)
+    fallback_reason: str = None
 
     @property
     def channels(self):
@@ -212,7 +214,7 @@ def load_images_or_fallback(source=DEFAULT_DATASET, **kwargs):
         keep = {k: kwargs[k] for k in ("val_fraction", "seed", "test_fraction", "max_examples",
                                        "progress") if k in kwargs}
         data = load_images(FALLBACK_DATASET, **keep)
-        data.notes.insert(0, f"fell back from {e.name}: {e.reason}")
+        data.fallback_reason = f"{e.name}: {e.reason}"      # the note below is the one line
         return data, f"{why}: training on scikit-learn's 8x8 digits instead"
 
 

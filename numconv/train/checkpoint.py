@@ -91,11 +91,17 @@ def load_checkpoint(path):
 def prepare_run_dir(run_dir, resume=False):
     """Create (or, when resuming, find) the run directory; fail early if it cannot be written."""
     run_dir = os.path.abspath(run_dir)
+    saved = os.path.exists(checkpoint_path(run_dir))
     if resume:
         if not os.path.isdir(run_dir):
             raise CheckpointError(f"run directory {run_dir} does not exist; nothing to resume")
+        if os.path.exists(os.path.join(run_dir, "config.json")) and not saved:
+            raise CheckpointError(f"run directory {run_dir} has no checkpoint: its run stopped "
+                                  f"before it saved one; start it again with --run-dir {run_dir}")
     else:
-        if os.path.isdir(run_dir) and os.path.exists(os.path.join(run_dir, "config.json")):
+        # a run that stopped before its first checkpoint (a NaN loss in its first epoch) left
+        # only its configuration: a new run may take the directory over
+        if os.path.exists(os.path.join(run_dir, "config.json")) and saved:
             raise CheckpointError(f"run directory {run_dir} already holds a run; use --resume "
                                   f"{run_dir} to continue it, or choose another --run-dir")
         try:

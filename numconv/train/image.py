@@ -287,7 +287,21 @@ def evaluate_stream(model, split, prepare, batch_size, loss_fn, num_classes):
 def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=None, progress=None):
     """Train (or resume) an image run. Returns a summary dict.
 
-    progress(stage, done, total) reports data loading (total None when unknown)."""
+    progress(stage, done, total) reports data loading (total None when unknown). A run that
+    fails before it has written its configuration (an unknown model, a bad dataset, an input
+    too small) removes the run directory it created: nothing is left half-way."""
+    run_dir = os.path.abspath(cfg.run_dir)
+    fresh = not resume and not os.path.exists(run_dir)
+    try:
+        return _train_image(cfg, callbacks, resume, load_data, stop_flag, progress)
+    except BaseException:
+        if fresh and not os.path.exists(os.path.join(run_dir, "config.json")):
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_image(cfg, callbacks, resume, load_data, stop_flag, progress):
     cb = callbacks or loop.Callbacks()
     run_dir = prepare_run_dir(cfg.run_dir, resume=resume)
     state = None
@@ -365,6 +379,7 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
                       input_shape=[channels, H, W], parameters=int(model.num_parameters()),
                       mean=[float(v) for v in np.ravel(dataset.mean)],
                       std=[float(v) for v in np.ravel(dataset.std)], note=note,
+                      fallback_reason=getattr(dataset, "fallback_reason", None),
                       split_sizes={"train": len(dataset.train), "val": len(dataset.val),
                                    "test": len(dataset.test)})
     if streamed:
@@ -478,8 +493,11 @@ def predict_files(run_dir, paths, device="cpu"):
     cfg_doc, model = load_run(run_dir)
     move_model(model, resolve_run_device(device))
     C, H, W = cfg_doc["input_shape"]
-    x = data.load_image_files(paths, mode="L" if len(cfg_doc["mean"]) == 1 else "RGB")
     spec = _spec(cfg_doc)
-    xb = data.preprocess(x, input_size=(H, W), mean=spec["mean"], std=spec["std"], channels=C)
+    mode = "L" if len(cfg_doc["mean"]) == 1 else "RGB"
+    # one file at a time: photos of different sizes are each fitted to the model's input
+    xb = np.concatenate([data.preprocess(data.load_image_files([p], mode=mode),
+                                         input_size=(H, W), mean=spec["mean"], std=spec["std"],
+                                         channels=C) for p in paths])
     probs = softmax(forward_to_host(model, xb).astype(np.float64))
     return [(p, probs[i], cfg_doc["classes"]) for i, p in enumerate(paths)]
