@@ -16,6 +16,19 @@ def _int_list(value):
         raise click.BadParameter(f"expected comma-separated epochs such as 91,136, got {value!r}")
 
 
+def _float_list(value):
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        values = None
+    if not values or not all(v > 0 for v in values):
+        raise click.BadParameter(f"expected comma-separated positive rates such as 0.1,0.01, "
+                                 f"got {value!r}")
+    return values
+
+
 def _check_option_conflicts(augment, opts):
     """Options that would do nothing with the rest of the command line are errors: momentum and
     Nesterov with Adam or Adadelta, milestones without the multistep schedule, and --augment where
@@ -36,9 +49,14 @@ def _check_option_conflicts(augment, opts):
             raise click.UsageError(f"--{name} applies to SGD only, and the optimiser is "
                                    f"{optimizer}; drop --{name} or give --optimizer sgd")
     schedule = opts["schedule"] or rec.get("schedule", "constant")
-    if given("milestones") and schedule != "multistep":
-        raise click.UsageError(f"--milestones applies to the multistep schedule, and the schedule "
-                               f"is {schedule}; drop --milestones or give --schedule multistep")
+    for name, kinds in (("milestones", ("multistep",)), ("lr_values", ("multistep",)),
+                        ("step_size", ("step",)), ("gamma", ("step", "multistep")),
+                        ("factor", ("plateau",)), ("patience", ("plateau",))):
+        if given(name) and schedule not in kinds:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} applies to the {' and '.join(kinds)} schedule, and the "
+                                   f"schedule is {schedule}; drop {flag} or give --schedule "
+                                   f"{kinds[0]}")
     crop = opts["crop_padding"] if opts["crop_padding"] is not None else rec.get("crop_padding")
     flip = opts["flip"] if opts["flip"] is not None else rec.get("flip")
     if augment and not crop and not flip:
@@ -67,6 +85,18 @@ def _check_option_conflicts(augment, opts):
               help="Learning-rate schedule.")
 @click.option("--milestones", callback=lambda ctx, p, v: _int_list(v),
               help="Epochs where 'multistep' divides the rate, e.g. 91,136.")
+@click.option("--lr-values", callback=lambda ctx, p, v: _float_list(v),
+              help="'multistep': the rate in each interval between milestones, e.g. "
+                   "0.01,0.001,0.0001 (default: the recipe's, else --lr times gamma per milestone).")
+@click.option("--step-size", type=click.IntRange(min=1),
+              help="'step': epochs between drops (default: the recipe's).")
+@click.option("--gamma", type=click.FloatRange(min=0, min_open=True),
+              help="'step' and 'multistep': the factor at each drop (default: the recipe's).")
+@click.option("--factor", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="'plateau': the factor when validation stops improving (default: the "
+                   "recipe's).")
+@click.option("--patience", type=click.IntRange(min=0),
+              help="'plateau': epochs without improvement before a drop (default: the recipe's).")
 @click.option("--warmup", "warmup_epochs", type=float, help="Linear warm-up, in epochs.")
 @click.option("--augment/--no-augment", default=None,
               help="Random crop and horizontal flip as the recipe says (--no-augment: none).")

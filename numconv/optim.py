@@ -186,7 +186,8 @@ class Schedule:
         if kind == "multistep" and not self.milestones:
             raise ValueError("schedule 'multistep' needs milestones (epochs where the rate drops)")
         if lr_values is not None and len(lr_values) != len(self.milestones) + 1:
-            raise ValueError(f"lr_values needs one rate per interval: {len(self.milestones) + 1} "
+            raise ValueError(f"lr_values (--lr-values) needs one rate per interval: "
+                             f"{len(self.milestones) + 1} "
                              f"for milestones {self.milestones}, got {len(lr_values)}")
         self.lr_values = list(lr_values) if lr_values is not None else None
         self.plateau_scale = 1.0

@@ -138,6 +138,11 @@ def test_cli_errors_are_one_line(tmp_path):
          "--momentum applies to SGD only"),
         (["--dataset", "digits", "--model", "smallcnn", "--nesterov"], "optimiser is adam"),
         (["--dataset", "digits", "--milestones", "3,6"], "--milestones applies to the multistep"),
+        (["--dataset", "digits", "--schedule", "cosine", "--patience", "2"],
+         "--patience applies to the plateau schedule"),
+        (["--dataset", "digits", "--schedule", "step", "--step-size", "0"], "--step-size"),
+        (["--dataset", "digits", "--lr-values", "0.1,x"], "positive rates"),
+        (["--dataset", "digits", "--classic", "--milestones", "3,6"], "--lr-values"),
         (["--dataset", "digits", "--threads", "0"], "--threads"),
         (["--dataset", "digits", "--limit", "0"], "--limit"),
     ]:
@@ -318,3 +323,17 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path):
     assert "test: top-1 error" in result.output
     lines = open(metrics).read().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, done + 2))
+
+
+def test_cli_schedule_options_override_the_recipe(tmp_path):
+    """--schedule step --step-size 1 --gamma 0.5: the rate halves every epoch, and the resolved
+    configuration records what was asked."""
+    run = tmp_path / "sched"
+    result = CliRunner().invoke(main, ["train-image", "--dataset", "digits", "--epochs", "2",
+                                       "--limit", "128", "--lr", "0.04", "--schedule", "step",
+                                       "--step-size", "1", "--gamma", "0.5", "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["schedule"], cfg["step_size"], cfg["gamma"]) == ("step", 1, 0.5)
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.04, 0.02])
