@@ -87,7 +87,8 @@ def _check_option_conflicts(augment, opts):
               help="Epochs where 'multistep' divides the rate, e.g. 91,136.")
 @click.option("--lr-values", callback=lambda ctx, p, v: _float_list(v),
               help="'multistep': the rate in each interval between milestones, e.g. "
-                   "0.01,0.001,0.0001 (default: the recipe's, else --lr times gamma per milestone).")
+                   "0.01,0.001,0.0001 (default: the recipe's, else --lr times gamma per "
+                   "milestone).")
 @click.option("--step-size", type=click.IntRange(min=1),
               help="'step': epochs between drops (default: the recipe's).")
 @click.option("--gamma", type=click.FloatRange(min=0, min_open=True),
