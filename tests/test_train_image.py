@@ -337,3 +337,24 @@ def test_cli_schedule_options_override_the_recipe(tmp_path):
     assert (cfg["schedule"], cfg["step_size"], cfg["gamma"]) == ("step", 1, 0.5)
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lrs == pytest.approx([0.04, 0.02])
+
+
+def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
+    """A run directory whose checkpoint does not fit the model its config.json names (here the
+    configuration edited to another architecture): evaluate, predict and --resume each fail with
+    one clear line, and nothing in the run is rewritten."""
+    train_image(_cfg(tmp_path, epochs=1))
+    run = tmp_path / "run"
+    doc = json.loads((run / "config.json").read_text())
+    doc["model"] = "smallcnn"
+    (run / "config.json").write_text(json.dumps(doc))
+    last = checkpoint_path(str(run), "last")
+    before = open(last, "rb").read()
+    runner = CliRunner()
+    for args in (["evaluate", str(run)], ["train-image", "--resume", str(run)]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "does not match" in errors[0], result.output
+    assert open(last, "rb").read() == before
