@@ -139,3 +139,17 @@ def test_softmax_cross_entropy_against_numpy_and_bad_labels():
     for bad in (np.full(40, 5), np.full(40, -1), labels[:3]):
         with pytest.raises(ValueError, match="labels must be 40 class indices in"):
             F.softmax_cross_entropy(logits, bad)
+
+
+def test_batchnorm_counter_is_0d_as_in_pytorch_and_old_1d_checkpoints_load():
+    """num_batches_tracked has PyTorch's shape () (an exported file matches torch's layout; on a
+    GPU the counter stays on the host), and a state saved with it 1-d by earlier versions loads."""
+    from numconv.nn.layers import BatchNorm2d
+    bn = BatchNorm2d(3)
+    assert bn.buffers["num_batches_tracked"].shape == ()
+    bn.forward(np.ones((2, 3, 2, 2), np.float32))
+    state = dict(bn.state_dict())
+    assert int(state["num_batches_tracked"]) == 1
+    state["num_batches_tracked"] = np.array([7], np.int64)       # the old layout
+    bn.load_state_dict(state)
+    assert int(bn.buffers["num_batches_tracked"]) == 7

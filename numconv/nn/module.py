@@ -40,7 +40,8 @@ class Module:
         return value
 
     def add_buffer(self, name, value):
-        self.buffers[name] = np.ascontiguousarray(value)
+        value = np.asarray(value)            # (np.ascontiguousarray would make a 0-d counter 1-d)
+        self.buffers[name] = value if value.flags.c_contiguous else np.ascontiguousarray(value)
         return self.buffers[name]
 
     def add(self, name, module):
@@ -143,6 +144,8 @@ class Module:
                              f"{'...' if len(unexpected) > 5 else ''}")
         for k, dst in own.items():
             src = np.asarray(state[k])
+            if src.shape == (1,) and dst.shape == ():
+                src = src.reshape(())            # a counter saved 1-d by earlier versions
             if src.shape != dst.shape:
                 raise ValueError(f"state entry {k!r} has shape {src.shape}, the model expects "
                                  f"{dst.shape}")
