@@ -358,3 +358,69 @@ def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
         errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and "does not match" in errors[0], result.output
     assert open(last, "rb").read() == before
+
+
+def test_resnet20_exports_into_its_pytorch_twin(tmp_path):
+    """A CIFAR ResNet (batch norm with its running statistics, residual joins, the paper's
+    option-A shortcuts) trained for an epoch at a quarter width, exported: the safetensors file
+    loads strictly into the network a PyTorch user would write, and gives the same logits in
+    eval mode."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from numconv.train.export import export_safetensors
+    from numconv.train.runs import load_run
+    tnn, tf = torch.nn, torch.nn.functional
+    train_image(_cfg(tmp_path, model="resnet20", width=0.25, input_size=16, epochs=1,
+                     optimizer="sgd", lr=0.05, schedule="constant"))
+    run = str(tmp_path / "run")
+    path, _ = export_safetensors(run)
+    cfg_doc, model = load_run(run)
+
+    class Block(tnn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(cout)
+            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(cout)
+            self.stride, self.extra = stride, cout - cin
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(tf.relu(self.bn1(self.conv1(x)))))
+            short = x[:, :, ::self.stride, ::self.stride]
+            if self.extra:                            # option A: zero channels after the input's
+                short = tf.pad(short, (0, 0, 0, 0, 0, self.extra))
+            return tf.relu(out + short)
+
+    class ResNet20(tnn.Module):
+        def __init__(self, cin, widths, classes):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, widths[0], 3, 1, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(widths[0])
+            cin, stages = widths[0], []
+            for i, w in enumerate(widths):
+                stages.append(tnn.Sequential(*[Block(cin if j == 0 else w, w,
+                                                     2 if (i and j == 0) else 1)
+                                               for j in range(3)]))
+                cin = w
+            self.layer1, self.layer2, self.layer3 = stages
+            self.fc = tnn.Linear(widths[-1], classes)
+
+        def forward(self, x):
+            x = tf.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    widths = [model.children["layer%d" % i].children["0"].children["conv1"].out_channels
+              for i in (1, 2, 3)]
+    channels = model.children["conv1"].in_channels      # digits as RGB, as CIFAR's are
+    tmodel = ResNet20(channels, widths, len(cfg_doc["classes"]))
+    tmodel.load_state_dict(load_file(path), strict=True)
+    tmodel.eval()
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((6, channels, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = tmodel(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(model.forward(x), ref, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(ref, ref[:1])                # a network that tells inputs apart
