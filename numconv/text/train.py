@@ -680,7 +680,22 @@ def _test_report(cfg, run_dir, model, enc, prepare, loss_fn, classes, decoder):
 
 
 def train_text(cfg, callbacks=None, resume=False, stop_flag=None, data=None):
-    """Train (or resume) a text run, or all folds of a cross-validation. Returns a summary dict."""
+    """Train (or resume) a text run, or all folds of a cross-validation. Returns a summary dict.
+    A run that fails before it has written its configuration removes the run directory it
+    created: nothing is left half-way."""
+    run_dir = os.path.abspath(cfg.run_dir)
+    fresh = not resume and not os.path.exists(run_dir)
+    try:
+        return _train_text(cfg, callbacks, resume, stop_flag, data)
+    except BaseException:
+        if fresh and not any(os.path.exists(os.path.join(run_dir, name))
+                             for name in ("config.json", "cv.json")):
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_text(cfg, callbacks, resume, stop_flag, data):
     cb = callbacks or loop.Callbacks()
     if resume:
         run_dir = os.path.abspath(cfg.run_dir)
@@ -688,11 +703,13 @@ def train_text(cfg, callbacks=None, resume=False, stop_flag=None, data=None):
             raise CheckpointError(f"run directory {run_dir} does not exist; nothing to resume")
         top = _read_json(run_dir, "cv.json" if os.path.exists(
             os.path.join(run_dir, "cv.json")) else "config.json")
-        device = cfg.device
+        device, threads = cfg.device, cfg.threads
         cfg = config_from_doc(top)
         cfg.run_dir = run_dir
         if device is not None:   # where to run is the caller's choice; the stored one by default
             cfg.device = device
+        if threads is not None:  # so is the thread count (it changes no result)
+            cfg.threads = threads
     requested = cfg.device
     cfg.resolve()
     if requested == "auto":
