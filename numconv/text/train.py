@@ -36,7 +36,7 @@ from numconv.text.models import KimCNN, WindowTagger, caps_feature, max_norm_
 from numconv.text.tokenize import Vocabulary
 from numconv.train import loop
 from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkpoint_path,
-                                      load_checkpoint, prepare_run_dir,
+                                      load_checkpoint, prepare_run_dir, removed_if_unstarted,
                                       restore_training_state)
 from numconv.train.image import EpochBatches, resolve_run_device
 
@@ -683,16 +683,8 @@ def train_text(cfg, callbacks=None, resume=False, stop_flag=None, data=None):
     """Train (or resume) a text run, or all folds of a cross-validation. Returns a summary dict.
     A run that fails before it has written its configuration removes the run directory it
     created: nothing is left half-way."""
-    run_dir = os.path.abspath(cfg.run_dir)
-    fresh = not resume and not os.path.exists(run_dir)
-    try:
+    with removed_if_unstarted(cfg.run_dir, resume, ("config.json", "cv.json")):
         return _train_text(cfg, callbacks, resume, stop_flag, data)
-    except BaseException:
-        if fresh and not any(os.path.exists(os.path.join(run_dir, name))
-                             for name in ("config.json", "cv.json")):
-            import shutil
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
 
 
 def _train_text(cfg, callbacks, resume, stop_flag, data):

@@ -7,8 +7,10 @@ A checkpoint is an .npz read with allow_pickle=False: no code, only arrays. Keys
   sched/<name>                schedule state
   meta                        a JSON document (epoch, step, metrics, config) as uint8 bytes
 """
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -86,6 +88,20 @@ def load_checkpoint(path):
             raise CheckpointError(f"checkpoint {path} has an unknown entry {key!r}")
         parts[head][rest] = arr
     return parts["model"], parts["optim"], parts["sched"], meta
+
+
+@contextlib.contextmanager
+def removed_if_unstarted(run_dir, resume, markers=("config.json",)):
+    """Around a run: a run directory it created that holds none of `markers` when the run fails
+    (it failed before writing its configuration) is removed, so nothing is left half-way."""
+    run_dir = os.path.abspath(run_dir)
+    fresh = not resume and not os.path.exists(run_dir)
+    try:
+        yield
+    except BaseException:
+        if fresh and not any(os.path.exists(os.path.join(run_dir, m)) for m in markers):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def prepare_run_dir(run_dir, resume=False):

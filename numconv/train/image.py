@@ -30,7 +30,7 @@ from numconv.ops import nn as F
 from numconv.optim import Schedule, make_optimizer
 from numconv.train import loop
 from numconv.train.checkpoint import (CheckpointError, atomic_write_json, checkpoint_path,
-                                      load_checkpoint, prepare_run_dir,
+                                      load_checkpoint, prepare_run_dir, removed_if_unstarted,
                                       restore_training_state)
 
 DEFAULT_MODEL = "lenet5"
@@ -290,15 +290,8 @@ def train_image(cfg, callbacks=None, resume=False, load_data=None, stop_flag=Non
     progress(stage, done, total) reports data loading (total None when unknown). A run that
     fails before it has written its configuration (an unknown model, a bad dataset, an input
     too small) removes the run directory it created: nothing is left half-way."""
-    run_dir = os.path.abspath(cfg.run_dir)
-    fresh = not resume and not os.path.exists(run_dir)
-    try:
+    with removed_if_unstarted(cfg.run_dir, resume):
         return _train_image(cfg, callbacks, resume, load_data, stop_flag, progress)
-    except BaseException:
-        if fresh and not os.path.exists(os.path.join(run_dir, "config.json")):
-            import shutil
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
 
 
 def _train_image(cfg, callbacks, resume, load_data, stop_flag, progress):
