@@ -24,19 +24,21 @@ CPU_TILE_MAX_COLS = 4096
 # task's accumulators take at most DIRECT_ACC_BYTES.
 CPU_CONV_KERNEL = "auto"
 # The register-blocked forward pass (numconv.kernels.cpu.blocked: output channels in the vector
-# lanes, the sums of a 5x2 block of pixels in registers). "auto" runs it in float32 (float64 ran
+# lanes, the sums of a block of 10 consecutive pixels in registers). "auto" runs it in float32 (float64 ran
 # at 0.6x the direct kernel's speed) where it measured faster, A/B in one process on 2 cores:
 # - stride-1 layers that would run the direct kernel, with a multiple of 16 output channels a
 #   group and at least BLOCKED_MIN_TAPS taps (Cg*KH*KW) an output: LeNet-5's C3 (150 taps)
 #   1.4-1.5x, 6 -> 32 and 6 -> 48 maps 1.6x and 2.6x, CIFAR ResNet's 32 -> 32 1.6x (but its
 #   16 -> 16, 144 taps, 1.0x, and 3 -> 16, 27 taps, 0.6x);
-# - other stride-1 layers larger than 1x1 (the taps kernels' territory) with at least
-#   BLOCKED_WIDE_MAPS output channels a group (a multiple of 16) and blocks of pixels at least
-#   BLOCKED_MIN_COVER output (see conv.blocked_cover), forward and input gradient, best of 5
-#   alternating rounds: AlexNet's conv2 1.16x and 1.09x, 3x3 256 -> 256 at 28x28 1.15x and
-#   1.17x, at 14x14 1.05x and 1.14x, 128 -> 128 at 28x28 1.22x and 1.27x, 96 -> 96 at 56x56
-#   1.06x and 1.07x; not ResNet's 64 -> 64 at 56x56 (0.91x, 1.01x), AlexNet's conv3 at 13x13
-#   (cover 0.80: 0.84x, 0.92x) or 512 maps at 7x7 (cover 0.61: 0.83x, 0.80x);
+# - other stride-1 layers larger than 1x1 (the taps kernels' territory) with a multiple of 16
+#   output channels a group and blocks of pixels at least BLOCKED_MIN_COVER output (see
+#   conv.blocked_cover: only outputs of a few pixels fall below), forward and input gradient,
+#   best of 5 alternating rounds (bench_conv_kernels.py --kernels taps,blocked), since blocks
+#   run along the rows: AlexNet's conv2 1.42x and 1.44x, conv3 (13x13) 1.24x and 1.19x, 3x3
+#   256 -> 256 at 28x28 1.29x and 1.32x, at 14x14 1.22x and 1.23x, 512 maps at 7x7 1.25x and
+#   1.16x, ResNet's 64 -> 64 at 56x56 1.09x and 1.22x, 64 maps at 8x8 1.10x and 1.16x, 48 maps at
+#   28x28 1.19x and 1.20x, GoogLeNet's 5x5 32 -> 96 at 28x28 1.16x and 1.10x. (Blocks of 5x2
+#   pixels before lost to taps where they covered the output badly: 13x13, 7x7.)
 # - strided layers larger than 1x1 whose lanes are at least three-quarters used, instead of
 #   im2col: AlexNet's conv1 1.35x, ResNet's stem 1.65x, 3x3 stride-2 layers 1.1-2.3x (a 1x1
 #   stride-2 256 -> 512 ran 0.86x and stays im2col).
@@ -46,10 +48,9 @@ CPU_CONV_KERNEL = "auto"
 # 1.5x, AlexNet's conv1 1.2-1.3x and conv2 1.06-1.1x (1.4x with the flat tap offsets and channel
 # pairs), ResNet's stem 1.1x, GoogLeNet's 5x5 layers 1.15-1.26x, the Kim CNN's width-5 conv1d
 # 1.6x (LeNet-5's C1, 6 maps, 0.37x: excluded).
-# "blocked" forces it for every forward pass whose output has at least 5 columns and 2 rows (one
-# block), every weight gradient of such a kernel and the stride-1 input gradients.
+# "blocked" forces it for every forward pass whose output has at least 10 pixels (one block),
+# every weight gradient of a kernel of at least 5x2 taps and the stride-1 input gradients.
 CPU_BLOCKED_MIN_TAPS = 128
-CPU_BLOCKED_WIDE_MAPS = 96
 CPU_BLOCKED_MIN_COVER = 0.85
 # Each blocked task copies the padded input rows it reads, at most about this many bytes (more
 # row blocks where an image's would not fit: VGG's 64 maps of 224x224).

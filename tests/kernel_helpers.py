@@ -48,7 +48,8 @@ def conv_kernel(method):
     """Set the CPU convolution kernels ('auto' picks by shape; 'im2col', 'direct' or 'taps'
     force one, and direct and taps need stride 1, so a strided layer still runs im2col;
     'blocked' forces the register-blocked forward pass and input gradient wherever the output
-    holds a 5x2 block, and its weight gradient for kernels of 5x2 taps or more) for the block."""
+    holds 10 pixels (one block), and its weight gradient for kernels of 5x2 taps or more) for
+    the block."""
     saved = config.CPU_CONV_KERNEL
     config.CPU_CONV_KERNEL = method
     try:

@@ -4,8 +4,9 @@ The direct kernels of numconv.kernels.cpu.conv vectorise along a run of output p
 tap reads a shifted, unaligned run of the input and adds it to a run of accumulators in memory,
 so every multiply-add costs a load of the input, and the accumulators a load and a store every
 few taps; that holds LeNet-5's C3 near 40 % of the core's peak. Here the vector runs along LANES
-output channels instead. A block of COLS x ROWS output pixels (a run of PIXELS in a conv1d's
-one row) keeps its LANES-wide sums in registers for the whole sum over (c, m, k); each tap is
+output channels instead. A block of PIXELS consecutive output pixels, counted along the rows
+(so a block may run on from one row into the next), keeps its LANES-wide sums in registers for
+the whole sum over (c, m, k); each tap is
 one load of that tap's weights for the lanes, then, per pixel, one input value broadcast across
 them and one fused multiply-add (the form of oneDNN's direct kernels). The taps are one table of
 flat offsets into the input, indexed unsigned, so the inner loop holds little besides the
@@ -14,10 +15,11 @@ multiply-adds.
 - Weights are laid out (G, OB, Cg*KH*KW, LANES): OB = ceil(Og / LANES) blocks of output channels,
   zero past Og, so each tap's lane weights are one contiguous load; the bias (G, OB, LANES).
 - A task reads x in place where no read falls in the padding (LeNet-5's C3), otherwise a
-  zero-padded copy of the input rows it needs, so the inner loop has no bounds tests. A block
-  that would run past the last output column (or the task's last row) is moved back to end
-  there: it recomputes a few of its neighbour's pixels, in the same task, with the same sums, so
-  nothing differs and nothing outside the input is read.
+  zero-padded copy of the input rows it needs, so the inner loop has no bounds tests. The
+  task's last block, were it to run past its last pixel, is moved back to end there: it
+  recomputes a few of its neighbour's pixels, in the same task, with the same sums, so nothing
+  differs and nothing outside the input is read. (Blocks of 5 x 2 pixels, as before, did that
+  at every row's end and pair of rows: 13 % of AlexNet conv2's 27 x 27 work, 39 % of a 7 x 7's.)
 - Each output is its bias plus the sum over (c, m, k) in that order, each multiply-add fused
   (fastmath 'contract', no reassociation): the same bits whatever the blocking or the thread
   count. Tasks own whole (image, group, rows) blocks: no shared writes.
@@ -35,8 +37,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 
-# The kernel below is written out for these: a block of 5 x 2 pixels, 16 lanes each (10 of the 32
-# vector registers hold float32 sums, 20 hold float64 ones), one lane block's weights per tap.
+# The kernels below are written out for these: a block of PIXELS pixels (the forward pass) or of
+# COLS x ROWS taps (the weight gradient), 16 lanes each (10 of the 32 vector registers hold
+# float32 sums, 20 hold float64 ones), one lane block's weights (or dy's lanes) per step.
 LANES = 16
 COLS = 5
 ROWS = 2
@@ -125,83 +128,119 @@ def _offset(i, cols, rs, cs):
     return np.uint64((i // cols) * rs + (i % cols) * cs)
 
 
+@njit(cache=True, inline="always")
+def _pixel_offset(p, OW, oh0, rs, sw):
+    """The flat offset in the input of output pixel p (counted along the rows of the task's
+    output, oh0 its first row) from that of the task's first pixel."""
+    oh = p // OW
+    return (oh - oh0) * rs + (p - oh * OW) * sw
+
+
 @njit(cache=True, fastmath={"contract"})
-def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, cols):
+def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, run):
     """Output rows [oh0, oh1) of image n, group g (all its lane blocks), reading input row
     ir0 + (oh - oh0)*sh + m*dh, channel c0 + c of xs[ni] (C-contiguous) for output row oh and
-    kernel row m. A block is cols (COLS, or PIXELS where the output has one row: a conv1d)
-    columns by PIXELS // cols rows."""
-    OH, OW = y.shape[2], y.shape[3]
+    kernel row m. A block is PIXELS consecutive pixels of those rows read in order, so it may
+    run on from the end of one row to the start of the next: a 27-wide output is 2.7 blocks a
+    row, not 6 blocks of 5 columns with 3 columns done twice."""
+    OW = y.shape[3]
     OB = wt.shape[1]
     T = wt.shape[2]
     Cg = T // (KH * KW)
     # The sum runs over one table of tap offsets in the flat input, each tap's ten reads at
-    # fixed distances from it, all indices unsigned: no negative-index wrap-around and no view
-    # per tap, so the loop is the ten fused multiply-adds and little else (1.15-1.25x the
-    # speed of the views read at constant indices it replaced). The ten calls are written out
-    # here and in _weight_block: folded into one inline helper they stopped vectorising
-    # (C3's forward 0.21 -> 0.62 ms).
+    # fixed distances from it (the block's, computed before its sum), all indices unsigned: no
+    # negative-index wrap-around and no view per tap, so the loop is the ten fused
+    # multiply-adds and little else (1.15-1.25x the speed of the views read at constant indices
+    # it replaced). The ten calls are written out here and in _weight_block: folded into one
+    # inline helper they stopped vectorising (C3's forward 0.21 -> 0.62 ms).
     xf = xs.reshape(-1)
     off = _tap_offsets(xs, Cg, KH, KW, dh, dw)
     sR = xs.shape[3]
     u = np.uint64
-    rs = sh * sR                                  # from one row of the block to the next
-    s1, s2, s3 = _offset(1, cols, rs, sw), _offset(2, cols, rs, sw), _offset(3, cols, rs, sw)
-    s4, s5, s6 = _offset(4, cols, rs, sw), _offset(5, cols, rs, sw), _offset(6, cols, rs, sw)
-    s7, s8, s9 = _offset(7, cols, rs, sw), _offset(8, cols, rs, sw), _offset(9, cols, rs, sw)
-    rows = PIXELS // cols
+    rs = sh * sR                                  # from one output row to the next
+    p0 = ((ni * xs.shape[1] + c0) * xs.shape[2] + ir0) * sR
+    P0, P1 = oh0 * OW, oh1 * OW
+    # a block within one row reads its pixels sw apart (offsets computed once, from the run-time
+    # `run`, so LLVM sees them no more than the others); one that runs on into the next row
+    # works its offsets out (ten divisions, against the thousands of multiply-adds it does)
+    t1, t2, t3 = _offset(1, run, rs, sw), _offset(2, run, rs, sw), _offset(3, run, rs, sw)
+    t4, t5, t6 = _offset(4, run, rs, sw), _offset(5, run, rs, sw), _offset(6, run, rs, sw)
+    t7, t8, t9 = _offset(7, run, rs, sw), _offset(8, run, rs, sw), _offset(9, run, rs, sw)
     acc = carray(_stack_buffer(SUMS, y.dtype), (PIXELS, LANES))
     for ob in range(OB):
         lanes = min(LANES, Og - ob * LANES)
         wg = wt[g, ob]
         bg = bt[g, ob]
-        for ohb in range(oh0, oh1, rows):
-            oh = min(ohb, oh1 - rows)             # the last rows end at the block's last
-            i0 = ir0 + (oh - oh0) * sh
-            for owb in range(0, OW, cols):
-                ow0 = min(owb, OW - cols)         # the last block ends at the last column
-                for i in range(PIXELS):
-                    for o in range(LANES):
-                        acc[i, o] = bg[o]
-                p = u(((ni * xs.shape[1] + c0) * xs.shape[2] + i0) * sR + ow0 * sw)
-                for r in range(T):
-                    q = p + off[r]
-                    ru = u(r)
-                    _tap_fma(acc, 0, xf[q], wg, ru)
-                    _tap_fma(acc, 1, xf[q + s1], wg, ru)
-                    _tap_fma(acc, 2, xf[q + s2], wg, ru)
-                    _tap_fma(acc, 3, xf[q + s3], wg, ru)
-                    _tap_fma(acc, 4, xf[q + s4], wg, ru)
-                    _tap_fma(acc, 5, xf[q + s5], wg, ru)
-                    _tap_fma(acc, 6, xf[q + s6], wg, ru)
-                    _tap_fma(acc, 7, xf[q + s7], wg, ru)
-                    _tap_fma(acc, 8, xf[q + s8], wg, ru)
-                    _tap_fma(acc, 9, xf[q + s9], wg, ru)
-                ch = g * Og + ob * LANES
-                if lanes == LANES:                 # unrolled: sixteen stores a pixel
-                    for i in range(PIXELS):
-                        for o in range(LANES):
-                            y[n, ch + o, oh + i // cols, ow0 + i % cols] = acc[i, o]
+        for pb in range(P0, P1, PIXELS):
+            q0 = min(pb, P1 - PIXELS)             # the last block ends at the last pixel
+            ohb = q0 // OW
+            owb = q0 - ohb * OW
+            straight = owb + PIXELS <= OW         # the block lies in one row
+            d0 = (ohb - oh0) * rs + owb * sw
+            if straight:
+                s1, s2, s3, s4, s5, s6, s7, s8, s9 = t1, t2, t3, t4, t5, t6, t7, t8, t9
+            else:
+                s1 = u(_pixel_offset(q0 + 1, OW, oh0, rs, sw) - d0)
+                s2 = u(_pixel_offset(q0 + 2, OW, oh0, rs, sw) - d0)
+                s3 = u(_pixel_offset(q0 + 3, OW, oh0, rs, sw) - d0)
+                s4 = u(_pixel_offset(q0 + 4, OW, oh0, rs, sw) - d0)
+                s5 = u(_pixel_offset(q0 + 5, OW, oh0, rs, sw) - d0)
+                s6 = u(_pixel_offset(q0 + 6, OW, oh0, rs, sw) - d0)
+                s7 = u(_pixel_offset(q0 + 7, OW, oh0, rs, sw) - d0)
+                s8 = u(_pixel_offset(q0 + 8, OW, oh0, rs, sw) - d0)
+                s9 = u(_pixel_offset(q0 + 9, OW, oh0, rs, sw) - d0)
+            for i in range(PIXELS):
+                for o in range(LANES):
+                    acc[i, o] = bg[o]
+            p = u(p0 + d0)
+            for r in range(T):
+                q = p + off[r]
+                ru = u(r)
+                _tap_fma(acc, 0, xf[q], wg, ru)
+                _tap_fma(acc, 1, xf[q + s1], wg, ru)
+                _tap_fma(acc, 2, xf[q + s2], wg, ru)
+                _tap_fma(acc, 3, xf[q + s3], wg, ru)
+                _tap_fma(acc, 4, xf[q + s4], wg, ru)
+                _tap_fma(acc, 5, xf[q + s5], wg, ru)
+                _tap_fma(acc, 6, xf[q + s6], wg, ru)
+                _tap_fma(acc, 7, xf[q + s7], wg, ru)
+                _tap_fma(acc, 8, xf[q + s8], wg, ru)
+                _tap_fma(acc, 9, xf[q + s9], wg, ru)
+            ch = g * Og + ob * LANES
+            for i in range(PIXELS):
+                # Pixel i's place from values LLVM cannot see through: i // run and i % run
+                # (0 and i: run is PIXELS, a run-time value) in a block within a row, else a
+                # division. Seen as consecutive, the stores of the block's pixels lead LLVM's
+                # SLP vectoriser to vectorise the whole block across pixels instead of lanes,
+                # gathering the input (8 GFLOP/s instead of 200).
+                if straight:
+                    oh = ohb + i // run
+                    ow = owb + i % run
                 else:
-                    for i in range(PIXELS):
-                        for o in range(lanes):
-                            y[n, ch + o, oh + i // cols, ow0 + i % cols] = acc[i, o]
+                    oh = (q0 + i) // OW
+                    ow = q0 + i - oh * OW
+                if lanes == LANES:                 # unrolled: sixteen stores a pixel
+                    for o in range(LANES):
+                        y[n, ch + o, oh, ow] = acc[i, o]
+                else:
+                    for o in range(lanes):
+                        y[n, ch + o, oh, ow] = acc[i, o]
 
 
 @njit(parallel=True, cache=True)
 def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
-    """y (N, O, OH, OW) from x (N, C, H, W), C-contiguous, wt (G, OB, Cg*KH*KW, LANES) and the
-    bias bt (G, OB, LANES) (zeros for none). Task t owns image n, group g and the output rows of
-    block t % nblk of nblk balanced ones, each of at least ROWS rows (nblk <= OH // ROWS), or the
-    one row of a conv1d; OW >= COLS (>= PIXELS for one row). Where the task's reads lie inside x
-    (no padding) it reads x in place, else a padded copy of its rows."""
+    """y (N, O, OH, OW), C-contiguous, from x (N, C, H, W), C-contiguous, wt (G, OB, Cg*KH*KW,
+    LANES) and the bias bt (G, OB, LANES) (zeros for none). Task t owns image n, group g and the
+    output rows of block t % nblk of nblk balanced ones, each holding at least PIXELS pixels
+    (nblk <= OH // ceil(PIXELS / OW)). Where the task's reads lie inside x (no padding) it reads
+    x in place, else a padded copy of its rows."""
     N, O, OH, OW = y.shape
     G = wt.shape[0]
     H, W = x.shape[2], x.shape[3]
     Cg = x.shape[1] // G
     width = (OW - 1) * sw + (KW - 1) * dw + 1
     inside = pt == 0 and pl == 0 and width <= W and (OH - 1) * sh + (KH - 1) * dh < H
-    cols = COLS if OH >= ROWS else PIXELS
+    run = PIXELS if Og > 0 else 1                 # PIXELS, as a run-time value
     for t in prange(N * G * nblk):
         n = t // (G * nblk)
         g = (t // nblk) % G
@@ -209,11 +248,11 @@ def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
         oh1 = (t % nblk + 1) * OH // nblk
         if inside:
             _row_block(y, x, n, g * Cg, oh0 * sh, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh,
-                       dw, Og, cols)
+                       dw, Og, run)
         else:
             xb = _padded_block(x, n, 1, g * Cg, Cg, oh0 * sh - pt,
                                (oh1 - 1 - oh0) * sh + (KH - 1) * dh + 1, pl, width)
-            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, cols)
+            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, run)
 
 
 def lane_weights(w, b, groups, rotated=False):

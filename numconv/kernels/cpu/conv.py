@@ -999,19 +999,18 @@ def _kernel_mode():
 def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
     """Whether a forward pass (or the input gradient's full correlation, with the channel axes
     swapped) of this shape runs the register-blocked kernel (numconv.kernels.cpu.blocked): under
-    'blocked' wherever its output holds one block of pixels, under 'auto' where it measured
+    'blocked' wherever its output holds one block of PIXELS pixels, under 'auto' where it measured
     faster (config.CPU_BLOCKED_MIN_TAPS says where)."""
     mode = _kernel_mode()
-    one_row = OH < blocked.ROWS                 # a conv1d: blocks of PIXELS along the row
-    if OW < (blocked.PIXELS if one_row else blocked.COLS) or mode not in ("auto", "blocked"):
-        return False
+    if OH * OW < blocked.PIXELS or mode not in ("auto", "blocked"):
+        return False                            # not one block of pixels
     if mode == "blocked":
         return True
     if np.dtype(dtype) != np.float32:
         return False
     Og = O // groups
     lanes = -(-Og // blocked.LANES) * blocked.LANES
-    if one_row:
+    if OH == 1:                                 # a conv1d
         return (KH * KW > 1 and 4 * Og >= 3 * lanes
                 and Cg * KH * KW >= config.CPU_BLOCKED_MIN_TAPS)
     if sh == 1 and sw == 1:
@@ -1019,15 +1018,14 @@ def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
             return False
         if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
             return True
-        return (KH * KW > 1 and Og >= config.CPU_BLOCKED_WIDE_MAPS
-                and blocked_cover(OH, OW) >= config.CPU_BLOCKED_MIN_COVER)
+        return KH * KW > 1 and blocked_cover(OH, OW) >= config.CPU_BLOCKED_MIN_COVER
     return KH * KW > 1 and 4 * Og >= 3 * lanes
 
 
 def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
     """The register-blocked forward pass of x with w (and b, or None) into y: row blocks enough
     for CPU_MIN_TASKS tasks and for each task's copy of its input rows to stay within
-    CPU_BLOCKED_INPUT_BYTES, each of at least two output rows. With rotated=True, with the
+    CPU_BLOCKED_INPUT_BYTES, each of at least one block of pixels. With rotated=True, with the
     weights of the input gradient of a layer of weights w (blocked.lane_weights)."""
     N, O, OH, OW = y.shape
     KH, KW = w.shape[2], w.shape[3]
@@ -1037,7 +1035,8 @@ def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
     fit = max(1, (config.CPU_BLOCKED_INPUT_BYTES - Cg * width * x.itemsize * (KH - 1) * dh)
               // max(1, row_bytes))
     nblk = max(-(-config.CPU_MIN_TASKS // (N * groups)), -(-OH // fit))
-    nblk = int(max(1, min(nblk, OH // blocked.ROWS)))
+    rows = -(-blocked.PIXELS // OW)             # a task's rows hold at least one block
+    nblk = int(max(1, min(nblk, OH // rows)))
     wt, bt = blocked.lane_weights(w, b, groups, rotated)
     with blocked.slp_vectorized():
         blocked.blocked_forward(y, np.ascontiguousarray(x), wt, bt, KH, KW, sh, sw, pt, pl, dh,
@@ -1045,11 +1044,11 @@ def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
 
 
 def blocked_cover(OH, OW):
-    """The share of the blocked kernel's work that is output: its blocks of COLS x ROWS pixels
-    cover OH x OW with the last column and row blocks moved back over their neighbours."""
-    cols = -(-OW // blocked.COLS) * blocked.COLS
-    rows = -(-OH // blocked.ROWS) * blocked.ROWS
-    return OH * OW / (cols * rows)
+    """The share of the blocked kernel's work that is output, for an image in one task: its
+    blocks of PIXELS consecutive pixels (along the rows) cover OH*OW with the last block moved
+    back over its neighbour."""
+    P = OH * OW
+    return P / (-(-P // blocked.PIXELS) * blocked.PIXELS)
 
 
 def blocked_weight_applies(dtype, O, Cg, KH, KW, sh, sw, groups):
