@@ -73,6 +73,14 @@ CPU_DIRECT_MAX_WASTE = 3.0
 CPU_TAPS_MIN_CHANNELS = 16
 CPU_TAPS_COLS = 256
 CPU_TAPS_WGRAD_COLS = 1024
+# The weight gradient of a layer the direct kernels take (few output maps) runs the taps kernel
+# instead where a group has at least TAPS_WGRAD_MIN_CHANNELS input channels and
+# TAPS_WGRAD_MIN_MAPS output channels: its products, Og x Cg a tap over 1024 positions, beat
+# the direct kernel's sums (bench_conv_kernels.py --kernels taps,direct, 3x3, batch 128, best of
+# 5): CIFAR ResNet's 16 -> 16 at 32x32 1.53x, 32 -> 32 at 16x16 2.05x, 16 -> 32 at 16x16 1.77x,
+# 8 -> 16 at 32x32 1.42x; with 3 input channels (3 -> 16) 0.92x, so direct stays there.
+CPU_TAPS_WGRAD_MIN_CHANNELS = 8
+CPU_TAPS_WGRAD_MIN_MAPS = 16
 # ...but the input gradient of a layer with at least IM2COL_DX_MIN_MAPS output channels and fewer
 # than IM2COL_DX_MAX_CHANNELS input channels per group runs im2col: its product W^T @ dY then has
 # a long inner dimension (Og) and many rows (Cg*KH*KW), while each tap's product would make only

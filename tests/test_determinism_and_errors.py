@@ -136,6 +136,22 @@ def test_forward_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
     assert pick(64, 64, 3, 3, 1, 1, 1) == "taps"                   # the gradients pick as auto
 
 
+def test_weight_gradient_kernel_choice_follows_the_shape_and_the_setting(monkeypatch):
+    from numconv import config
+    from numconv.kernels.cpu.conv import weight_grad_kernel as pick
+    assert pick(16, 16, 3, 3, 1, 1, 1) == "taps"          # CIFAR ResNet 16 -> 16: direct's
+    assert pick(32, 32, 3, 3, 1, 1, 1) == "taps"          # shapes, but the taps' products
+    assert pick(16, 8, 3, 3, 1, 1, 1) == "taps"
+    assert pick(16, 3, 3, 3, 1, 1, 1) == "direct"         # 3 input channels
+    assert pick(6, 1, 5, 5, 1, 1, 1) == "direct"          # LeNet-5 C1
+    assert pick(8, 16, 3, 3, 1, 1, 1) == "direct"         # 8 maps
+    assert pick(64, 1, 3, 3, 1, 1, 64) == "direct"        # depthwise
+    assert pick(64, 64, 3, 3, 1, 1, 1) == "taps"          # as the forward pass
+    assert pick(16, 16, 3, 3, 2, 2, 1) == "im2col"
+    monkeypatch.setattr(config, "CPU_CONV_KERNEL", "direct")
+    assert pick(16, 16, 3, 3, 1, 1, 1) == "direct"        # forced: as forced
+
+
 def test_blocked_forward_choice_follows_the_shape_dtype_and_setting(monkeypatch):
     from numconv import config
     from numconv.kernels.cpu.conv import blocked_applies as pick

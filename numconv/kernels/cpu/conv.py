@@ -988,6 +988,19 @@ def conv_kernel(O, Cg, KH, KW, sh, sw, groups):
     return "taps" if Cg >= config.CPU_TAPS_MIN_CHANNELS else "im2col"
 
 
+def weight_grad_kernel(O, Cg, KH, KW, sh, sw, groups):
+    """The kernel for the weight gradient of a layer of this shape where the blocked one does not
+    apply: as conv_kernel, but under 'auto' the direct kernel's layers with at least
+    CPU_TAPS_WGRAD_MIN_CHANNELS input and CPU_TAPS_WGRAD_MIN_MAPS output channels a group run
+    the taps kernel (see config)."""
+    kind = conv_kernel(O, Cg, KH, KW, sh, sw, groups)
+    if (kind == "direct" and _kernel_mode() in ("auto", "blocked")
+            and Cg >= config.CPU_TAPS_WGRAD_MIN_CHANNELS
+            and O // groups >= config.CPU_TAPS_WGRAD_MIN_MAPS):
+        return "taps"
+    return kind
+
+
 def _kernel_mode():
     mode = config.CPU_CONV_KERNEL
     if mode not in ("auto", "direct", "taps", "im2col", "blocked"):
@@ -1287,7 +1300,8 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
     if blocked_weight_applies(x.dtype, O, Cg, KH, KW, sh, sw, groups):
         _blocked_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw)
         return
-    if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
+    kind = weight_grad_kernel(O, Cg, KH, KW, sh, sw, groups)
+    if kind == "direct":
         Wi = _pitch(OW, x.shape[3], pl, (KW - 1) * dw)
         side, rows = _direct_tasks(N, groups, OH, O // groups, Wi, x.itemsize)
         units = -(-N // side) * -(-OH // rows)
@@ -1299,7 +1313,7 @@ def conv2d_backward_weight(dwt, dy, x, sh, sw, pt, pl, dh, dw, groups):
     if _conv1d_shifted(x.shape[2], KH, OH, pt, sw, groups):
         _conv1d_shifted_weight(dwt, dy, x, pl, dw)
         return
-    if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "taps":
+    if kind == "taps":
         Wi = _pitch(OW, x.shape[3], pl, (KW - 1) * dw)
         side, rows = _taps_tasks(N, groups, OH, Wi, config.CPU_TAPS_WGRAD_COLS)
         units = -(-N // side) * -(-OH // rows)
