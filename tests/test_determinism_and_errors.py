@@ -318,6 +318,26 @@ def test_blocked_kernel_over_row_blocks_and_partial_lanes_is_thread_count_indepe
         assert_close(out[1], want, dtype)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_blocked_kernel_writes_a_non_contiguous_output_in_place(dtype):
+    """The blocked forward pass writes its blocks by address into a C-contiguous output; given
+    a strided view (the kernels' y is any (N, O, OH, OW) array) it fills the view, as the
+    other kernels do, and leaves the rest of the parent array alone."""
+    from numconv.kernels.cpu import conv as cpu_conv
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 12, 11)).astype(dtype)
+    w = rng.standard_normal((20, 6, 3, 3)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    parent = np.full((2, 40, 10, 9), 7.0, dtype)
+    y = parent[:, ::2]                                                # every other channel
+    with conv_kernel("blocked"):
+        cpu_conv.conv2d_forward(y, x, w, b, 1, 1, 0, 0, 1, 1, 1)
+    want = nc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                     device="reference")
+    assert_close(y, want, dtype)
+    assert np.all(parent[:, 1::2] == 7.0)
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_blocked_kernel_on_one_row_conv1d_is_thread_count_independent(dtype, restore_threads):

@@ -6,11 +6,12 @@ so every multiply-add costs a load of the input, and the accumulators a load and
 few taps; that holds LeNet-5's C3 near 40 % of the core's peak. Here the vector runs along LANES
 output channels instead. A block of PIXELS consecutive output pixels, counted along the rows
 (so a block may run on from one row into the next), keeps its LANES-wide sums in registers for
-the whole sum over (c, m, k); each tap is
-one load of that tap's weights for the lanes, then, per pixel, one input value broadcast across
-them and one fused multiply-add (the form of oneDNN's direct kernels). The taps are one table of
-flat offsets into the input, indexed unsigned, so the inner loop holds little besides the
-multiply-adds.
+the whole sum over (c, m, k); each tap is one load of that tap's weights for the lanes, then,
+per pixel, one input value broadcast across them and one fused multiply-add (the form of
+oneDNN's direct kernels). The taps are one table of flat offsets into the input, indexed
+unsigned, so the inner loop holds little besides the multiply-adds. A finished block is
+transposed in registers and each lane's PIXELS sums, consecutive in its output plane, written
+by one masked store (_store_transposed).
 
 - Weights are laid out (G, OB, Cg*KH*KW, LANES): OB = ceil(Og / LANES) blocks of output channels,
   zero past Og, so each tap's lane weights are one contiguous load; the bias (G, OB, LANES).
@@ -20,6 +21,8 @@ multiply-adds.
   recomputes a few of its neighbour's pixels, in the same task, with the same sums, so nothing
   differs and nothing outside the input is read. (Blocks of 5 x 2 pixels, as before, did that
   at every row's end and pair of rows: 13 % of AlexNet conv2's 27 x 27 work, 39 % of a 7 x 7's.)
+- The output is written by address, so y must be C-contiguous (conv._blocked_forward sees to
+  it).
 - Each output is its bias plus the sum over (c, m, k) in that order, each multiply-add fused
   (fastmath 'contract', no reassociation): the same bits whatever the blocking or the thread
   count. Tasks own whole (image, group, rows) blocks: no shared writes.
@@ -82,6 +85,70 @@ def _stack_buffer(typingctx, size, dtype):
     return types.CPointer(elem)(size, dtype), codegen
 
 
+def _transpose_steps():
+    """A 16 x 16 transpose in four steps: step b pairs row r (bit b clear) with row r | 2**b and
+    swaps bit b of the row and column indices, each new row one two-source shuffle of the pair.
+    Returns, per step, its pair distance and the two shuffle masks (the low row's, the high's)."""
+    steps = []
+    for b in range(4):
+        k = 1 << b
+        lo = [c if not c & k else LANES + (c ^ k) for c in range(LANES)]
+        hi = [(c ^ k) if not c & k else LANES + c for c in range(LANES)]
+        steps.append((k, lo, hi))
+    return steps
+
+
+@intrinsic
+def _store_transposed(typingctx, accp, addr, stride, lanes):
+    """Lane o < lanes of the block's sums (acc (PIXELS, LANES) at accp) to the PIXELS elements
+    at byte address addr + o*stride: the block transposed in registers and each lane's run of
+    pixels written by one masked store, where storing element by element took 160 extractions
+    and stores a block (LeNet-5's C3, 150 taps a block, 1.13-1.33x; a test checks the bits
+    against the reference). Seen by LLVM as element stores to consecutive pixels, they had also
+    led its SLP vectoriser to vectorise the whole block across pixels, gathering the input."""
+    if not isinstance(accp, types.CPointer) or accp.dtype not in (types.float32, types.float64):
+        return None
+    elem = accp.dtype
+
+    def codegen(context, builder, signature, args):
+        accp_, addr_, stride_, lanes_ = args
+        ety = context.get_value_type(elem)
+        vty = llvm_ir.VectorType(ety, LANES)
+        i1, i32, i64 = llvm_ir.IntType(1), llvm_ir.IntType(32), llvm_ir.IntType(64)
+        base = builder.bitcast(accp_, vty.as_pointer())
+        undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
+        rows = [builder.load(builder.gep(base, [llvm_ir.Constant(i64, i)])) if i < PIXELS
+                else undef for i in range(LANES)]
+        for k, lo, hi in _transpose_steps():
+            mlo = llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), lo)
+            mhi = llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), hi)
+            new = list(rows)
+            for r in range(LANES):
+                if r & k:
+                    continue
+                new[r] = builder.shuffle_vector(rows[r], rows[r | k], mlo)
+                new[r | k] = builder.shuffle_vector(rows[r], rows[r | k], mhi)
+            rows = new
+        vmask = llvm_ir.VectorType(i1, LANES)
+        full = llvm_ir.Constant(vmask, [1] * PIXELS + [0] * (LANES - PIXELS))
+        none = llvm_ir.Constant(vmask, [0] * LANES)
+        ptr_t = vty.as_pointer()
+        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [vty, ptr_t, i32, vmask])
+        vec = f"v{LANES}" + ("f32" if elem == types.float32 else "f64")
+        ptr = "p0" if str(ptr_t) == "ptr" else f"p0{vec}"     # opaque or typed pointers
+        store = cgutils.get_or_insert_function(builder.module, fnty,
+                                               f"llvm.masked.store.{vec}.{ptr}")
+        align = llvm_ir.Constant(i32, context.get_abi_sizeof(ety))
+        for o in range(LANES):
+            at = builder.add(addr_, builder.mul(stride_, llvm_ir.Constant(i64, o)))
+            keep = builder.icmp_signed(">", lanes_, llvm_ir.Constant(i64, o))
+            mask = builder.select(keep, full, none)
+            builder.call(store, [rows[o], builder.inttoptr(at, ptr_t), align, mask])
+        return context.get_dummy_value()
+
+    return types.void(accp, types.intp, types.intp, types.intp), codegen
+
+
 @njit(cache=True)
 def _padded_block(x, n0, nimg, c0, nch, ih0, hin, pl, width):
     """xb[j, e, i, q] = x[n0 + j, c0 + e, ih0 + i, q - pl], zero outside x: the (nimg, nch, hin,
@@ -137,7 +204,7 @@ def _pixel_offset(p, OW, oh0, rs, sw):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, run):
+def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og):
     """Output rows [oh0, oh1) of image n, group g (all its lane blocks), reading input row
     ir0 + (oh - oh0)*sh + m*dh, channel c0 + c of xs[ni] (C-contiguous) for output row oh and
     kernel row m. A block is PIXELS consecutive pixels of those rows read in order, so it may
@@ -160,13 +227,19 @@ def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, d
     rs = sh * sR                                  # from one output row to the next
     p0 = ((ni * xs.shape[1] + c0) * xs.shape[2] + ir0) * sR
     P0, P1 = oh0 * OW, oh1 * OW
-    # a block within one row reads its pixels sw apart (offsets computed once, from the run-time
-    # `run`, so LLVM sees them no more than the others); one that runs on into the next row
-    # works its offsets out (ten divisions, against the thousands of multiply-adds it does)
-    t1, t2, t3 = _offset(1, run, rs, sw), _offset(2, run, rs, sw), _offset(3, run, rs, sw)
-    t4, t5, t6 = _offset(4, run, rs, sw), _offset(5, run, rs, sw), _offset(6, run, rs, sw)
-    t7, t8, t9 = _offset(7, run, rs, sw), _offset(8, run, rs, sw), _offset(9, run, rs, sw)
-    acc = carray(_stack_buffer(SUMS, y.dtype), (PIXELS, LANES))
+    # a block within one row reads its pixels sw apart; one that runs on into the next row works
+    # its offsets out (ten divisions, against the thousands of multiply-adds it does)
+    t1, t2, t3, t4, t5 = u(sw), u(2 * sw), u(3 * sw), u(4 * sw), u(5 * sw)
+    t6, t7, t8, t9 = u(6 * sw), u(7 * sw), u(8 * sw), u(9 * sw)
+    accp = _stack_buffer(SUMS, y.dtype)
+    acc = carray(accp, (PIXELS, LANES))
+    # y, C-contiguous, by address: lane o of the block's pixels q0.. of plane (n, ch + o) are
+    # PIXELS consecutive elements, a block within a row or not
+    NO = y.shape[1]
+    plane = y.shape[2] * OW
+    isz = y.itemsize
+    pstride = plane * isz
+    yaddr = y.ctypes.data
     for ob in range(OB):
         lanes = min(LANES, Og - ob * LANES)
         wg = wt[g, ob]
@@ -207,24 +280,7 @@ def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, d
                 _tap_fma(acc, 8, xf[q + s8], wg, ru)
                 _tap_fma(acc, 9, xf[q + s9], wg, ru)
             ch = g * Og + ob * LANES
-            for i in range(PIXELS):
-                # Pixel i's place from values LLVM cannot see through: i // run and i % run
-                # (0 and i: run is PIXELS, a run-time value) in a block within a row, else a
-                # division. Seen as consecutive, the stores of the block's pixels lead LLVM's
-                # SLP vectoriser to vectorise the whole block across pixels instead of lanes,
-                # gathering the input (8 GFLOP/s instead of 200).
-                if straight:
-                    oh = ohb + i // run
-                    ow = owb + i % run
-                else:
-                    oh = (q0 + i) // OW
-                    ow = q0 + i - oh * OW
-                if lanes == LANES:                 # unrolled: sixteen stores a pixel
-                    for o in range(LANES):
-                        y[n, ch + o, oh, ow] = acc[i, o]
-                else:
-                    for o in range(lanes):
-                        y[n, ch + o, oh, ow] = acc[i, o]
+            _store_transposed(accp, yaddr + ((n * NO + ch) * plane + q0) * isz, pstride, lanes)
 
 
 @njit(parallel=True, cache=True)
@@ -240,7 +296,6 @@ def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
     Cg = x.shape[1] // G
     width = (OW - 1) * sw + (KW - 1) * dw + 1
     inside = pt == 0 and pl == 0 and width <= W and (OH - 1) * sh + (KH - 1) * dh < H
-    run = PIXELS if Og > 0 else 1                 # PIXELS, as a run-time value
     for t in prange(N * G * nblk):
         n = t // (G * nblk)
         g = (t // nblk) % G
@@ -248,11 +303,11 @@ def blocked_forward(y, x, wt, bt, KH, KW, sh, sw, pt, pl, dh, dw, Og, nblk):
         oh1 = (t % nblk + 1) * OH // nblk
         if inside:
             _row_block(y, x, n, g * Cg, oh0 * sh, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh,
-                       dw, Og, run)
+                       dw, Og)
         else:
             xb = _padded_block(x, n, 1, g * Cg, Cg, oh0 * sh - pt,
                                (oh1 - 1 - oh0) * sh + (KH - 1) * dh + 1, pl, width)
-            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og, run)
+            _row_block(y, xb, 0, 0, 0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, dw, Og)
 
 
 def lane_weights(w, b, groups, rotated=False):

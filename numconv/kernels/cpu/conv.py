@@ -1051,9 +1051,12 @@ def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
     rows = -(-blocked.PIXELS // OW)             # a task's rows hold at least one block
     nblk = int(max(1, min(nblk, OH // rows)))
     wt, bt = blocked.lane_weights(w, b, groups, rotated)
+    out = y if y.flags.c_contiguous else np.empty(y.shape, y.dtype)   # (it writes by address)
     with blocked.slp_vectorized():
-        blocked.blocked_forward(y, np.ascontiguousarray(x), wt, bt, KH, KW, sh, sw, pt, pl, dh,
-                                dw, O // groups, nblk)
+        blocked.blocked_forward(out, np.ascontiguousarray(x), wt, bt, KH, KW, sh, sw, pt, pl,
+                                dh, dw, O // groups, nblk)
+    if out is not y:
+        y[...] = out
 
 
 def blocked_cover(OH, OW):
