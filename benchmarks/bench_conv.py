@@ -1,7 +1,8 @@
 """numconv vs PyTorch (CPU, float32) on the convolution layers of classic CNNs.
 
     python benchmarks/bench_conv.py [--repeat N] [--warmup N] [--threads T] [--layers NAME,...]
-                                    [--threading-layer L] [--seed S] [--json PATH]
+                                    [--threading-layer L] [--schedule interleaved|blocks]
+                                    [--seed S] [--json PATH]
 
 For every layer it measures
 - forward: y = conv(x, w, b)                         (PyTorch under torch.no_grad())
@@ -23,9 +24,14 @@ tests/test_reference_and_parity.py), not, as first suspected, the two GNU OpenMP
 and torch each load. Runs on 'omp' with torch in the same process have been clean since.
 
 Both libraries get the same arrays (torch.from_numpy shares the memory) and the same thread count
-(numba.set_num_threads, torch.set_num_threads). Each library's runs for a layer are timed as one
-block, with a short pause between blocks, so one library's idle-spinning worker threads do not steal
-cores from the other's measurement. The last column, "busy elsewhere", is how many cores other
+(numba.set_num_threads, torch.set_num_threads). Under --schedule interleaved (the default) the two
+libraries take turns, --repeat turns each per measurement, the first library alternating: a turn
+is a short pause (SWITCH_PAUSE_S, so the other library's idle-spinning OpenMP workers have gone
+to sleep and steal no core), one untimed call (the turn's own workers wake up) and one timed
+call. A slow spell of the host (these VMs slow down by up to 2x for seconds at a time, unseen in
+/proc/stat) then falls on both libraries' samples alike instead of on one library's block.
+Under --schedule blocks each library's runs for a layer are timed back to back as one block,
+with a pause between blocks (the method of the earlier BENCHMARKS.md tables). The last column, "busy elsewhere", is how many cores other
 processes kept busy while a layer was timed (from /proc/stat); above 0.25 the script warns, because
 a shared machine slows the two libraries by different amounts (torch's OpenMP barriers suffer most).
 """
@@ -46,6 +52,7 @@ TARGET_RATIO = 0.8      # numconv throughput / PyTorch throughput a layer should
 MATCH_TOL = 1e-4        # max |numconv - torch| / max |torch| for the one-off check
 BUSY_WARN = 0.25        # cores kept busy by other processes while timing: above this, distrust it
 PAUSE_S = 0.2           # between timing blocks: lets the other library's worker threads go idle
+SWITCH_PAUSE_S = 0.02   # before each interleaved turn: the same, for spin-waits (libgomp: ~ms)
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,9 @@ def parse_args(argv=None):
     p.add_argument("--threading-layer", default="default",
                    choices=("workqueue", "omp", "tbb", "default"),
                    help="numba threading layer (default: numba's own choice, 'omp' here)")
+    p.add_argument("--schedule", default="interleaved", choices=("interleaved", "blocks"),
+                   help="interleaved: the libraries take turns, one timed call a turn (default); "
+                        "blocks: each library's runs back to back")
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write the results as JSON to PATH")
@@ -279,6 +289,29 @@ def time_block(fn, warmup, repeat):
     return statistics.median(times), times
 
 
+def time_interleaved(fns, warmup, repeat):
+    """{library: (median wall time, all times)} for the functions of `fns` ({library: fn}), timed
+    in turns: `repeat` turns each, the first library alternating from turn to turn, each turn a
+    pause of SWITCH_PAUSE_S, one untimed call and one timed call; `warmup` untimed calls of
+    each first."""
+    import gc
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    gc.collect()
+    names = list(fns)
+    times = {name: [] for name in names}
+    for turn in range(repeat):
+        for name in (names if turn % 2 == 0 else names[::-1]):
+            time.sleep(SWITCH_PAUSE_S)
+            fns[name]()
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    time.sleep(PAUSE_S)
+    return {name: (statistics.median(ts), ts) for name, ts in times.items()}
+
+
 def bench_layer(layer, args):
     x, w, b, dy = make_data(layer, args.seed)
     nc_fwd, nc_fb = numconv_fns(layer, x, w, b, dy)
@@ -293,9 +326,16 @@ def bench_layer(layer, args):
            "kernel": list(layer.kernel), "padding": layer.padding,
            "flops_forward": flops, "flops_forward_backward": 3 * flops, "max_rel_diff": diffs}
     before, t_start = _cpu_snapshot(), time.perf_counter()
-    for lib, fwd, fb in (("numconv", nc_fwd, nc_fb), ("torch", t_fwd, t_fb)):
-        med_f, times_f = time_block(fwd, args.warmup, args.repeat)
-        med_fb, times_fb = time_block(fb, args.warmup, args.repeat)
+    if args.schedule == "interleaved":
+        fwd_t = time_interleaved({"numconv": nc_fwd, "torch": t_fwd}, args.warmup, args.repeat)
+        fb_t = time_interleaved({"numconv": nc_fb, "torch": t_fb}, args.warmup, args.repeat)
+    else:
+        fwd_t, fb_t = {}, {}
+        for lib, fwd, fb in (("numconv", nc_fwd, nc_fb), ("torch", t_fwd, t_fb)):
+            fwd_t[lib] = time_block(fwd, args.warmup, args.repeat)
+            fb_t[lib] = time_block(fb, args.warmup, args.repeat)
+    for lib in ("numconv", "torch"):
+        (med_f, times_f), (med_fb, times_fb) = fwd_t[lib], fb_t[lib]
         res[lib] = {"forward_s": med_f, "forward_times_s": times_f,
                     "forward_gflops": flops / med_f / 1e9,
                     "forward_backward_s": med_fb, "forward_backward_times_s": times_fb,
@@ -328,7 +368,9 @@ def render_header(console, info, args):
         console.print("load average before the run (1, 5, 15 min): "
                       + ", ".join(f"{v:.2f}" for v in info["load_average"])
                       + "  (other work on the machine skews timings)")
-    console.print(f"median of {args.repeat} runs after {args.warmup} warm-up run(s); "
+    how = ("in turns with PyTorch (one timed call a turn)" if args.schedule == "interleaved"
+           else "in one block per library")
+    console.print(f"median of {args.repeat} runs after {args.warmup} warm-up run(s), {how}; "
                   f"seed {args.seed}\n")
 
 
@@ -434,6 +476,7 @@ def main(argv=None):
 
     if args.json is not None:
         payload = {"machine": info, "settings": {"repeat": args.repeat, "warmup": args.warmup,
+                                                 "schedule": args.schedule,
                                                  "threading_layer": args.threading_layer,
                                                  "seed": args.seed, "target_ratio": TARGET_RATIO,
                                                  "match_tol": MATCH_TOL},
