@@ -167,6 +167,8 @@ def test_blocked_forward_choice_follows_the_shape_dtype_and_setting(monkeypatch)
     assert pick(f32, 96, 256, 5, 5, 1, 1, 1, 27, 27)               # and its input gradient
     assert pick(f32, 384, 256, 3, 3, 1, 1, 1, 13, 13)              # 13x13: 169 of 170 output
     assert pick(f32, 512, 512, 3, 3, 1, 1, 1, 7, 7)                # 7x7: 49 of 50
+    assert pick(f32, 512, 512, 3, 3, 1, 1, 1, 7, 7, N=32)          # 32 tasks, one an image
+    assert not pick(f32, 512, 512, 3, 3, 1, 1, 1, 7, 7, N=1)       # 3 tasks: 49 of 70
     assert not pick(f32, 128, 128, 3, 3, 1, 1, 1, 4, 4)            # 4x4: 16 of 20, under 0.85
     assert not pick(f32, 100, 64, 3, 3, 1, 1, 1, 28, 28)           # not a multiple of 16
     assert not pick(f32, 256, 256, 1, 1, 1, 1, 1, 28, 28)          # 1x1: im2col's product
@@ -189,6 +191,17 @@ def test_blocked_forward_choice_follows_the_shape_dtype_and_setting(monkeypatch)
     assert pick(f64, 6, 1, 1, 3, 1, 1, 1, 1, 10) and not pick(f64, 6, 1, 1, 3, 1, 1, 1, 1, 9)
     monkeypatch.setattr(config, "CPU_CONV_KERNEL", "direct")
     assert not pick(f32, 16, 6, 5, 5, 1, 1, 1, 10, 10)
+
+
+def test_blocked_cover_counts_each_tasks_last_block():
+    from numconv.kernels.cpu.conv import _blocked_row_blocks, blocked_cover
+    assert blocked_cover(10, 10) == 1.0
+    assert blocked_cover(27, 27) == 729 / 730
+    assert blocked_cover(7, 7, 3) == 49 / 70                       # rows 2, 2, 3: 14, 14, 21
+    assert _blocked_row_blocks(1, 1, 7, 7) == 3                    # at least 2 rows a task
+    assert _blocked_row_blocks(1, 1, 27, 27) == 8                  # CPU_MIN_TASKS
+    assert _blocked_row_blocks(64, 1, 27, 27) == 1
+    assert _blocked_row_blocks(1, 1, 3, 4) == 1                    # 12 pixels: one task
 
 
 def test_blocked_weight_gradient_choice_follows_the_shape_dtype_and_setting(monkeypatch):
@@ -295,12 +308,12 @@ def test_blocked_kernel_over_row_blocks_and_partial_lanes_is_thread_count_indepe
     """The register-blocked forward pass where it cuts images into several row blocks (a batch of
     one and of three: at least CPU_MIN_TASKS tasks), runs blocks of 10 pixels on from one row
     into the next (12, 7 and 4 columns: a block over two or three rows) and moves each task's
-    last block back, and fills 20 maps into two blocks of 16 lanes, strided and grouped too:
+    last block back, and fills 20 maps into two blocks of 16 lanes, strided, dilated and grouped:
     bit-identical with 1 and 2 threads, and equal to the reference."""
     rng = np.random.default_rng(8)
     cases = [((1, 6, 13, 16), (20, 6, 5, 5), dict(padding=(0, 0))),
              ((2, 5, 9, 9), (16, 5, 3, 3), dict(padding=(0, 0))),
-             ((1, 4, 12, 6), (16, 4, 3, 3), dict(padding=(1, 0), dilation=(1, 2))),
+             ((1, 4, 12, 8), (16, 4, 3, 3), dict(padding=(1, 0), dilation=(1, 2))),
              ((3, 4, 11, 14), (32, 2, 3, 3), dict(padding=(1, 0), groups=2)),
              ((2, 3, 23, 27), (24, 3, 5, 5), dict(stride=2, padding=2, dilation=(1, 2)))]
     for x_shape, w_shape, kw in cases:
@@ -316,6 +329,39 @@ def test_blocked_kernel_over_row_blocks_and_partial_lanes_is_thread_count_indepe
         want = nc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                          **kw, device="reference")
         assert_close(out[1], want, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("lanes", [16, 5, 1])
+def test_transposed_block_store_writes_each_lane_run_and_nothing_else(dtype, lanes):
+    """blocked._store_transposed on its own: a block of sums in a stack buffer that stays in
+    memory (filled by a loop; in the kernel LLVM keeps it in registers), so the buffer's reads
+    must not assume more alignment than its elements'. Lane o < lanes lands as PIXELS
+    consecutive values at the lane's address, in pixel order; every other element is
+    untouched."""
+    from numba import njit
+    from numba.np.numpy_support import carray
+    from numconv.kernels.cpu import blocked
+
+    assert blocked.SUMS == 160                     # (the buffer's size must be a literal)
+
+    @njit
+    def store(out, vals, at, lanes):
+        accp = blocked._stack_buffer(160, vals.dtype)
+        acc = carray(accp, (blocked.PIXELS, blocked.LANES))
+        for i in range(blocked.PIXELS):
+            for o in range(blocked.LANES):
+                acc[i, o] = vals[i, o]
+        blocked._store_transposed(accp, out.ctypes.data + at * out.itemsize,
+                                  out.shape[1] * out.itemsize, lanes)
+
+    rng = np.random.default_rng(2)
+    vals = rng.standard_normal((blocked.PIXELS, blocked.LANES)).astype(dtype)
+    out = np.full((blocked.LANES + 1, 16), -7.0, dtype)
+    store(out, vals, 3, lanes)
+    want = np.full_like(out, -7.0)
+    want[:lanes, 3:3 + blocked.PIXELS] = vals[:, :lanes].T
+    assert_bitwise_equal(out, want)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -336,6 +382,13 @@ def test_blocked_kernel_writes_a_non_contiguous_output_in_place(dtype):
                      device="reference")
     assert_close(y, want, dtype)
     assert np.all(parent[:, 1::2] == 7.0)
+    # and straight into a C-contiguous part of a larger array: the lanes past the 20th map of
+    # the last lane block must write nothing (the next image's maps lie there)
+    parent = np.full((2, 20, 10, 9), 7.0, dtype)
+    with conv_kernel("blocked"):
+        cpu_conv.conv2d_forward(parent[:1], x[:1], w, b, 1, 1, 0, 0, 1, 1, 1)
+    assert_close(parent[:1], want[:1], dtype)
+    assert np.all(parent[1] == 7.0)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")

@@ -117,7 +117,9 @@ def _store_transposed(typingctx, accp, addr, stride, lanes):
         i1, i32, i64 = llvm_ir.IntType(1), llvm_ir.IntType(32), llvm_ir.IntType(64)
         base = builder.bitcast(accp_, vty.as_pointer())
         undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
-        rows = [builder.load(builder.gep(base, [llvm_ir.Constant(i64, i)])) if i < PIXELS
+        # (the sums' buffer is aligned to its elements only: say so, or LLVM assumes 64 bytes)
+        rows = [builder.load(builder.gep(base, [llvm_ir.Constant(i64, i)]),
+                             align=context.get_abi_sizeof(ety)) if i < PIXELS
                 else undef for i in range(LANES)]
         for k, lo, hi in _transpose_steps():
             mlo = llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), lo)
@@ -133,6 +135,8 @@ def _store_transposed(typingctx, accp, addr, stride, lanes):
         full = llvm_ir.Constant(vmask, [1] * PIXELS + [0] * (LANES - PIXELS))
         none = llvm_ir.Constant(vmask, [0] * LANES)
         ptr_t = vty.as_pointer()
+        # the four-argument form (alignment an argument): LLVM up to 20 reads it as it is, later
+        # versions upgrade it to the alignment as a parameter attribute
         fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [vty, ptr_t, i32, vmask])
         vec = f"v{LANES}" + ("f32" if elem == types.float32 else "f64")
         ptr = "p0" if str(ptr_t) == "ptr" else f"p0{vec}"     # opaque or typed pointers

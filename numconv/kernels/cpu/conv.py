@@ -1009,11 +1009,12 @@ def _kernel_mode():
     return mode
 
 
-def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
+def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW, N=None):
     """Whether a forward pass (or the input gradient's full correlation, with the channel axes
     swapped) of this shape runs the register-blocked kernel (numconv.kernels.cpu.blocked): under
     'blocked' wherever its output holds one block of PIXELS pixels, under 'auto' where it measured
-    faster (config.CPU_BLOCKED_MIN_TAPS says where)."""
+    faster (config.CPU_BLOCKED_MIN_TAPS says where). With the batch size N, the share of
+    its work that is output is that of the tasks it would cut (see blocked_cover)."""
     mode = _kernel_mode()
     if OH * OW < blocked.PIXELS or mode not in ("auto", "blocked"):
         return False                            # not one block of pixels
@@ -1031,7 +1032,8 @@ def blocked_applies(dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
             return False
         if conv_kernel(O, Cg, KH, KW, sh, sw, groups) == "direct":
             return True
-        return KH * KW > 1 and blocked_cover(OH, OW) >= config.CPU_BLOCKED_MIN_COVER
+        nblk = 1 if N is None else _blocked_row_blocks(N, groups, OH, OW)
+        return KH * KW > 1 and blocked_cover(OH, OW, nblk) >= config.CPU_BLOCKED_MIN_COVER
     return KH * KW > 1 and 4 * Og >= 3 * lanes
 
 
@@ -1047,9 +1049,7 @@ def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
     row_bytes = Cg * width * x.itemsize * sh
     fit = max(1, (config.CPU_BLOCKED_INPUT_BYTES - Cg * width * x.itemsize * (KH - 1) * dh)
               // max(1, row_bytes))
-    nblk = max(-(-config.CPU_MIN_TASKS // (N * groups)), -(-OH // fit))
-    rows = -(-blocked.PIXELS // OW)             # a task's rows hold at least one block
-    nblk = int(max(1, min(nblk, OH // rows)))
+    nblk = _blocked_row_blocks(N, groups, OH, OW, -(-OH // fit))
     wt, bt = blocked.lane_weights(w, b, groups, rotated)
     out = y if y.flags.c_contiguous else np.empty(y.shape, y.dtype)   # (it writes by address)
     with blocked.slp_vectorized():
@@ -1059,12 +1059,23 @@ def _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups, rotated=False):
         y[...] = out
 
 
-def blocked_cover(OH, OW):
-    """The share of the blocked kernel's work that is output, for an image in one task: its
-    blocks of PIXELS consecutive pixels (along the rows) cover OH*OW with the last block moved
-    back over its neighbour."""
-    P = OH * OW
-    return P / (-(-P // blocked.PIXELS) * blocked.PIXELS)
+def _blocked_row_blocks(N, groups, OH, OW, for_cache=1):
+    """Into how many row blocks the blocked forward pass cuts each image: enough for
+    CPU_MIN_TASKS tasks (and at least `for_cache`), each of at least one block of pixels."""
+    nblk = max(-(-config.CPU_MIN_TASKS // (N * groups)), for_cache)
+    rows = -(-blocked.PIXELS // OW)             # a task's rows hold at least one block
+    return int(max(1, min(nblk, OH // rows)))
+
+
+def blocked_cover(OH, OW, nblk=1):
+    """The share of the blocked kernel's work that is output where each image is cut into nblk
+    balanced row blocks: each task's blocks of PIXELS consecutive pixels (along its rows) cover
+    its pixels with the last block moved back over its neighbour."""
+    done = 0
+    for t in range(nblk):
+        P = ((t + 1) * OH // nblk - t * OH // nblk) * OW
+        done += -(-P // blocked.PIXELS) * blocked.PIXELS
+    return OH * OW / done
 
 
 def blocked_weight_applies(dtype, O, Cg, KH, KW, sh, sw, groups):
@@ -1198,7 +1209,7 @@ def conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups):
         linear.linear_forward(y.reshape(N, O), np.ascontiguousarray(x).reshape(N, -1),
                               np.ascontiguousarray(w).reshape(O, -1), b)
         return
-    if blocked_applies(x.dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW):
+    if blocked_applies(x.dtype, O, Cg, KH, KW, sh, sw, groups, OH, OW, N):
         _blocked_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, groups)
         return
     kind = conv_kernel(O, Cg, KH, KW, sh, sw, groups)
@@ -1358,7 +1369,7 @@ def conv2d_backward_input(dx, dy, w, sh, sw, pt, pl, dh, dw, groups):
     Hp, Wp = OH + eh, OW + ew                  # the padded input: pt + H + pb by pl + W + pr
     inner = max(pt, Hp - H - pt) <= eh and max(pl, Wp - W - pl) <= ew
     if (sh == 1 and sw == 1 and inner
-            and blocked_applies(dx.dtype, C, Og, KH, KW, 1, 1, groups, H, W)
+            and blocked_applies(dx.dtype, C, Og, KH, KW, 1, 1, groups, H, W, N)
             and (kind == "conv1d" or config.CPU_CONV_KERNEL == "blocked"
                  or (2 * (eh - pt) <= eh and 2 * (ew - pl) <= ew))):
         # The full correlation below, in the blocked kernel, over dx's own rows and columns.
