@@ -2,6 +2,7 @@
 validation: every bad input raises ValueError/TypeError naming the parameter, before any kernel
 runs.
 """
+import functools
 import math
 
 import numba
@@ -331,18 +332,13 @@ def test_blocked_kernel_over_row_blocks_and_partial_lanes_is_thread_count_indepe
         assert_close(out[1], want, dtype)
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("lanes", [16, 5, 1])
-def test_transposed_block_store_writes_each_lane_run_and_nothing_else(dtype, lanes):
-    """blocked._store_transposed on its own: a block of sums in a stack buffer that stays in
-    memory (filled by a loop; in the kernel LLVM keeps it in registers), so the buffer's reads
-    must not assume more alignment than its elements'. Lane o < lanes lands as PIXELS
-    consecutive values at the lane's address, in pixel order; every other element is
-    untouched."""
+@functools.lru_cache(maxsize=None)
+def _transposed_store_caller():
+    """An njit function that fills a stack buffer of sums from vals and hands it to
+    blocked._store_transposed (compiled once for the module, per dtype)."""
     from numba import njit
     from numba.np.numpy_support import carray
     from numconv.kernels.cpu import blocked
-
     assert blocked.SUMS == 160                     # (the buffer's size must be a literal)
 
     @njit
@@ -354,7 +350,19 @@ def test_transposed_block_store_writes_each_lane_run_and_nothing_else(dtype, lan
                 acc[i, o] = vals[i, o]
         blocked._store_transposed(accp, out.ctypes.data + at * out.itemsize,
                                   out.shape[1] * out.itemsize, lanes)
+    return store
 
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("lanes", [16, 5, 1])
+def test_transposed_block_store_writes_each_lane_run_and_nothing_else(dtype, lanes):
+    """blocked._store_transposed on its own: a block of sums in a stack buffer that stays in
+    memory (filled by a loop; in the kernel LLVM keeps it in registers), so the buffer's reads
+    must not assume more alignment than its elements'. Lane o < lanes lands as PIXELS
+    consecutive values at the lane's address, in pixel order; every other element is
+    untouched."""
+    from numconv.kernels.cpu import blocked
+    store = _transposed_store_caller()
     rng = np.random.default_rng(2)
     vals = rng.standard_normal((blocked.PIXELS, blocked.LANES)).astype(dtype)
     out = np.full((blocked.LANES + 1, 16), -7.0, dtype)
