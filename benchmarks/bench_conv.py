@@ -31,8 +31,9 @@ to sleep and steal no core), one untimed call (the turn's own workers wake up) a
 call. A slow spell of the host (these VMs slow down by up to 2x for seconds at a time, unseen in
 /proc/stat) then falls on both libraries' samples alike instead of on one library's block.
 Under --schedule blocks each library's runs for a layer are timed back to back as one block,
-with a pause between blocks (the method of the earlier BENCHMARKS.md tables). The last column, "busy elsewhere", is how many cores other
-processes kept busy while a layer was timed (from /proc/stat); above 0.25 the script warns, because
+with a pause between blocks (the method of the earlier BENCHMARKS.md tables). The last column,
+"busy elsewhere", is how many cores other processes kept busy while a layer was timed (from
+/proc/stat); above 0.25 the script warns, because
 a shared machine slows the two libraries by different amounts (torch's OpenMP barriers suffer most).
 """
 import argparse

@@ -113,13 +113,14 @@ def _store_transposed(typingctx, accp, addr, stride, lanes):
     def codegen(context, builder, signature, args):
         accp_, addr_, stride_, lanes_ = args
         ety = context.get_value_type(elem)
+        size = context.get_abi_sizeof(ety)
         vty = llvm_ir.VectorType(ety, LANES)
         i1, i32, i64 = llvm_ir.IntType(1), llvm_ir.IntType(32), llvm_ir.IntType(64)
         base = builder.bitcast(accp_, vty.as_pointer())
         undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
         # (the sums' buffer is aligned to its elements only: say so, or LLVM assumes 64 bytes)
         rows = [builder.load(builder.gep(base, [llvm_ir.Constant(i64, i)]),
-                             align=context.get_abi_sizeof(ety)) if i < PIXELS
+                             align=size) if i < PIXELS
                 else undef for i in range(LANES)]
         for k, lo, hi in _transpose_steps():
             mlo = llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), lo)
@@ -142,7 +143,7 @@ def _store_transposed(typingctx, accp, addr, stride, lanes):
         ptr = "p0" if str(ptr_t) == "ptr" else f"p0{vec}"     # opaque or typed pointers
         store = cgutils.get_or_insert_function(builder.module, fnty,
                                                f"llvm.masked.store.{vec}.{ptr}")
-        align = llvm_ir.Constant(i32, context.get_abi_sizeof(ety))
+        align = llvm_ir.Constant(i32, size)
         for o in range(LANES):
             at = builder.add(addr_, builder.mul(stride_, llvm_ir.Constant(i64, o)))
             keep = builder.icmp_signed(">", lanes_, llvm_ir.Constant(i64, o))
@@ -250,10 +251,8 @@ def _row_block(y, xs, ni, c0, ir0, n, g, oh0, oh1, wt, bt, KH, KW, sh, sw, dh, d
         bg = bt[g, ob]
         for pb in range(P0, P1, PIXELS):
             q0 = min(pb, P1 - PIXELS)             # the last block ends at the last pixel
-            ohb = q0 // OW
-            owb = q0 - ohb * OW
-            straight = owb + PIXELS <= OW         # the block lies in one row
-            d0 = (ohb - oh0) * rs + owb * sw
+            straight = q0 % OW + PIXELS <= OW     # the block lies in one row
+            d0 = _pixel_offset(q0, OW, oh0, rs, sw)
             if straight:
                 s1, s2, s3, s4, s5, s6, s7, s8, s9 = t1, t2, t3, t4, t5, t6, t7, t8, t9
             else:
